@@ -1,0 +1,88 @@
+#pragma once
+// DEFLATE decoding for gzip files (CLIP's BPE vocabulary ships gzipped) and compressed zip entries.
+// stb_image already carries a small inflater; we reuse it rather than add zlib.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <stb/stb_image.h>
+
+#include "focuspatch/core/error.hpp"
+
+namespace focuspatch {
+
+inline std::uint32_t crc32(std::span<const std::byte> data, std::uint32_t crc = 0) {
+  static const std::array<std::uint32_t, 256> table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (std::byte b : data) crc = table[(crc ^ static_cast<std::uint32_t>(b)) & 0xffu] ^ (crc >> 8);
+  return ~crc;
+}
+
+// Decodes a raw DEFLATE stream (no zlib header). expected_size is a hint for the first allocation;
+// `what` names the input in error messages.
+inline std::string inflate_raw(std::span<const std::byte> compressed, std::size_t expected_size, std::string_view what) {
+  require(compressed.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what,
+          ": compressed stream larger than 2 GiB is not supported");
+  require(expected_size <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what,
+          ": decompressed size larger than 2 GiB is not supported");
+  int out_len = 0;
+  const int hint = expected_size > 0 ? static_cast<int>(expected_size) : static_cast<int>(compressed.size() * 4 + 64);
+  std::unique_ptr<char, decltype(&std::free)> out(
+      stbi_zlib_decode_malloc_guesssize_headerflag(reinterpret_cast<const char*>(compressed.data()),
+                                                   static_cast<int>(compressed.size()), hint, &out_len, 0),
+      &std::free);
+  if (!out) fail(what, ": corrupt DEFLATE data (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
+  return std::string(out.get(), static_cast<std::size_t>(out_len));
+}
+
+// Decodes a single-member gzip file (RFC 1952) and verifies its CRC-32 and length.
+inline std::string gunzip(std::span<const std::byte> file, std::string_view what) {
+  auto byte = [&](std::size_t i) { return static_cast<std::uint8_t>(file[i]); };
+  require(file.size() >= 18, what, ": too short to be a gzip file (", file.size(), " bytes)");
+  require(byte(0) == 0x1f && byte(1) == 0x8b, what, ": not a gzip file (bad magic)");
+  require(byte(2) == 8, what, ": gzip compression method ", int(byte(2)), " is not DEFLATE");
+  const std::uint8_t flags = byte(3);
+  require((flags & 0xe0) == 0, what, ": gzip header has reserved flag bits set");
+  std::size_t pos = 10;
+  const std::size_t trailer = file.size() - 8;
+  if (flags & 0x04) {  // FEXTRA
+    require(pos + 2 <= trailer, what, ": truncated gzip header");
+    const std::size_t xlen = byte(pos) | (std::size_t(byte(pos + 1)) << 8);
+    pos += 2 + xlen;
+  }
+  for (std::uint8_t field : {std::uint8_t{0x08}, std::uint8_t{0x10}}) {  // FNAME, FCOMMENT
+    if (!(flags & field)) continue;
+    while (pos < trailer && byte(pos) != 0) ++pos;
+    ++pos;
+  }
+  if (flags & 0x02) pos += 2;  // FHCRC
+  require(pos < trailer, what, ": truncated gzip header");
+  auto le32 = [&](std::size_t i) {
+    return std::uint32_t(byte(i)) | std::uint32_t(byte(i + 1)) << 8 | std::uint32_t(byte(i + 2)) << 16 |
+           std::uint32_t(byte(i + 3)) << 24;
+  };
+  const std::uint32_t expected_crc = le32(trailer);
+  const std::uint32_t expected_len = le32(trailer + 4);
+  std::string out = inflate_raw(file.subspan(pos, trailer - pos), expected_len, what);
+  require(static_cast<std::uint32_t>(out.size()) == expected_len, what, ": gzip length mismatch (file says ",
+          expected_len, ", decoded ", out.size(), ")");
+  require(crc32(std::as_bytes(std::span(out.data(), out.size()))) == expected_crc, what,
+          ": gzip CRC-32 mismatch, the file is corrupt");
+  return out;
+}
+
+}  // namespace focuspatch
