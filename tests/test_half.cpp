@@ -42,3 +42,14 @@ TEST_CASE("bf16 conversion keeps the top 16 bits with round to nearest even") {
   CHECK(float_to_bf16(std::bit_cast<float>(0x3f808001u)) == 0x3f81);
   CHECK(std::isnan(bf16_to_float(float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
 }
+
+#include "focuspatch/core/sha256.hpp"
+
+TEST_CASE("sha256 matches FIPS 180-4 test vectors (checked with Python hashlib)") {
+  auto hex = [](const std::string& s) { return Sha256::of(std::as_bytes(std::span(s.data(), s.size()))); };
+  CHECK(hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(hex(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
