@@ -1,0 +1,234 @@
+#pragma once
+// The CPU backend: fp32 compute with Eigen's GEMM and OpenMP threads. fp32 weights are used in
+// place from the mapped weight file; fp16/bf16 weights are decoded to fp32 once, at load.
+//
+// Every backend offers this same small op set over row-major fp32 matrices addressed by raw
+// pointers into its own memory (host memory here, device memory for CUDA); model/ is written once
+// against it.
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "focuspatch/backend/ops.hpp"
+#include "focuspatch/core/error.hpp"
+#include "focuspatch/core/tensor.hpp"
+
+namespace focuspatch {
+
+class CpuBackend {
+ public:
+  static constexpr const char* name() { return "cpu"; }
+
+  // A read-only parameter in backend memory. `owner` keeps decoded or computed data alive; it is
+  // empty for fp32 weights that point straight into the mapped file.
+  struct Weight {
+    const float* data = nullptr;
+    Shape shape;
+    std::shared_ptr<const std::vector<float>> owner;
+    std::int64_t numel() const { return element_count(shape); }
+  };
+
+  // Activation memory, 64-byte aligned for the vector units.
+  class Buffer {
+   public:
+    Buffer() = default;
+    explicit Buffer(std::size_t count) : count_(count), data_(allocate(count)) {}
+    float* data() { return data_.get(); }
+    const float* data() const { return data_.get(); }
+    std::size_t size() const { return count_; }
+
+   private:
+    struct Free {
+      void operator()(float* p) const { std::free(p); }
+    };
+    static float* allocate(std::size_t count) {
+      if (count == 0) return nullptr;
+      const std::size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+      void* p = std::aligned_alloc(64, bytes);
+      if (!p) fail("cpu backend: out of memory allocating ", bytes, " bytes of activations");
+      return static_cast<float*>(p);
+    }
+    std::size_t count_ = 0;
+    std::unique_ptr<float[], Free> data_;
+  };
+
+  Weight upload(const TensorView& view) const {
+    if (view.dtype == DType::F32) return {static_cast<const float*>(view.data), view.shape, nullptr};
+    auto decoded = std::make_shared<std::vector<float>>(static_cast<std::size_t>(view.numel()));
+    decode_to_float(view.dtype, view.data, decoded->size(), decoded->data());
+    return {decoded->data(), view.shape, decoded};
+  }
+  Weight upload(const FloatTensor& host) const {
+    auto copy = std::make_shared<std::vector<float>>(host.values().begin(), host.values().end());
+    return {copy->data(), host.shape(), copy};
+  }
+  Buffer allocate(std::size_t count) const { return Buffer(count); }
+  void write(float* dst, const float* host, std::size_t count) const { std::memcpy(dst, host, count * sizeof(float)); }
+  void read(const float* src, float* host, std::size_t count) const { std::memcpy(host, src, count * sizeof(float)); }
+
+  // y[rows, out] (=|+=) act(x[rows, in] W^T + b), W stored [out, in] as PyTorch's Linear does.
+  // accumulate adds the result into y: the residual connection, fused.
+  void linear(const float* x, std::int64_t rows, const Weight& w, const Weight* bias, float* y, Epilogue epilogue = Epilogue::None,
+              bool accumulate = false) const {
+    const std::int64_t out = w.shape.at(0);
+    const std::int64_t in = w.numel() / out;
+    ConstMatrix X(x, rows, in);
+    ConstMatrix W(w.data, out, in);
+    Matrix Y(y, rows, out);
+    if (accumulate) {
+      require(epilogue == Epilogue::None, "cpu backend: an activation cannot be fused into a residual add");
+      Y.noalias() += X * W.transpose();
+      if (bias) Y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias->data, out);
+      return;
+    }
+    Y.noalias() = X * W.transpose();
+    if (!bias && epilogue == Epilogue::None) return;
+    const float* b = bias ? bias->data : nullptr;
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* row = y + r * out;
+      for (std::int64_t c = 0; c < out; ++c) {
+        float v = row[c] + (b ? b[c] : 0.0f);
+        if (epilogue == Epilogue::QuickGelu) v = v / (1.0f + std::exp(-1.702f * v));
+        else if (epilogue == Epilogue::Gelu) v = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+        row[c] = v;
+      }
+    }
+  }
+
+  void layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, float* y) const {
+    const std::int64_t width = gamma.numel();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* in = x + r * width;
+      float* o = y + r * width;
+      // Two passes in double: LayerNorm of large-magnitude residual streams loses digits otherwise.
+      double mean = 0.0;
+      for (std::int64_t c = 0; c < width; ++c) mean += in[c];
+      mean /= static_cast<double>(width);
+      double var = 0.0;
+      for (std::int64_t c = 0; c < width; ++c) var += (in[c] - mean) * (in[c] - mean);
+      var /= static_cast<double>(width);
+      const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+      const float m = static_cast<float>(mean);
+      for (std::int64_t c = 0; c < width; ++c) o[c] = (in[c] - m) * inv * gamma.data[c] + beta.data[c];
+    }
+  }
+
+  // Multi-head attention over packed projections: qkv holds rows [q | k | v] of width 3 * heads *
+  // head_dim for batch x seq tokens; out receives batch x seq rows of heads * head_dim.
+  void attention(const float* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, float* out,
+                 AttentionKind kind = AttentionKind::QueryKey) const {
+    const std::int64_t width = std::int64_t{heads} * head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+#pragma omp parallel for collapse(2) schedule(static)
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (int h = 0; h < heads; ++h) {
+        thread_local std::vector<float> scores;
+        scores.resize(static_cast<std::size_t>(seq * seq));
+        const float* base = qkv + b * seq * 3 * width + std::int64_t{h} * head_dim;
+        const float* v_ptr = base + 2 * width;
+        const float* q_ptr = kind == AttentionKind::QueryKey ? base : v_ptr;
+        const float* k_ptr = kind == AttentionKind::QueryKey ? base + width : v_ptr;
+        const Eigen::OuterStride<> packed(3 * width);
+        Eigen::Map<const RowMatrixType, 0, Eigen::OuterStride<>> Q(q_ptr, seq, head_dim, packed), K(k_ptr, seq, head_dim, packed),
+            V(v_ptr, seq, head_dim, packed);
+        Matrix S(scores.data(), seq, seq);
+        S.noalias() = (Q * scale) * K.transpose();
+        for (std::int64_t i = 0; i < seq; ++i) {
+          float* row = scores.data() + i * seq;
+          const std::int64_t valid = causal ? i + 1 : seq;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (std::int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+          float sum = 0.0f;
+          for (std::int64_t j = 0; j < valid; ++j) {
+            row[j] = std::exp(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (std::int64_t j = 0; j < valid; ++j) row[j] *= inv;
+          for (std::int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
+        }
+        Eigen::Map<RowMatrixType, 0, Eigen::OuterStride<>> O(out + b * seq * width + std::int64_t{h} * head_dim, seq, head_dim,
+                                                             Eigen::OuterStride<>(width));
+        O.noalias() = S * V;
+      }
+    }
+  }
+
+  // images [batch, 3, size, size] -> patches [batch * grid * grid, 3 * patch * patch], each row laid
+  // out like a flattened conv kernel (channel, ky, kx) so the patch embedding is one GEMM.
+  void patchify(const float* images, std::int64_t batch, int size, int patch, float* patches) const {
+    const int grid = size / patch;
+    const std::int64_t row_len = 3LL * patch * patch;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (int gy = 0; gy < grid; ++gy) {
+        for (int gx = 0; gx < grid; ++gx) {
+          float* dst = patches + ((b * grid + gy) * grid + gx) * row_len;
+          for (int c = 0; c < 3; ++c) {
+            for (int ky = 0; ky < patch; ++ky) {
+              const float* src = images + ((b * 3 + c) * size + (gy * patch + ky)) * std::int64_t{size} + gx * patch;
+              std::memcpy(dst + (c * patch + ky) * patch, src, sizeof(float) * static_cast<std::size_t>(patch));
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // tokens[b, 0] = cls + pos[0]; tokens[b, 1 + i] = patch_embeds[b, i] + pos[1 + i].
+  void assemble_vision_tokens(const float* patch_embeds, const Weight& cls, const Weight& pos, std::int64_t batch, std::int64_t seq,
+                              float* tokens) const {
+    const std::int64_t width = cls.numel();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (std::int64_t t = 0; t < seq; ++t) {
+        const float* src = t == 0 ? cls.data : patch_embeds + (b * (seq - 1) + t - 1) * width;
+        const float* p = pos.data + t * width;
+        float* dst = tokens + (b * seq + t) * width;
+        for (std::int64_t c = 0; c < width; ++c) dst[c] = src[c] + p[c];
+      }
+    }
+  }
+
+  // out[r] = table[ids[r]] + pos[r % seq]; ids are host memory and already range-checked.
+  void embed_tokens(std::span<const std::int32_t> ids, std::int64_t seq, const Weight& table, const Weight& pos, float* out) const {
+    const std::int64_t width = table.shape.at(1);
+    const auto rows = static_cast<std::int64_t>(ids.size());
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* e = table.data + std::int64_t{ids[static_cast<std::size_t>(r)]} * width;
+      const float* p = pos.data + (r % seq) * width;
+      float* dst = out + r * width;
+      for (std::int64_t c = 0; c < width; ++c) dst[c] = e[c] + p[c];
+    }
+  }
+
+  // x[r] += pos[r % seq] for caller-supplied token embeddings.
+  void add_positions(float* x, std::int64_t rows, std::int64_t seq, const Weight& pos) const {
+    const std::int64_t width = pos.shape.at(1);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < width; ++c) x[r * width + c] += pos.data[(r % seq) * width + c];
+  }
+
+  // out[i] = x[rows[i]] for width-wide rows; rows are host memory.
+  void gather_rows(const float* x, std::int64_t width, std::span<const std::int64_t> rows, float* out) const {
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(out + static_cast<std::int64_t>(i) * width, x + rows[i] * width, sizeof(float) * static_cast<std::size_t>(width));
+  }
+
+ private:
+  using RowMatrixType = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Matrix = Eigen::Map<RowMatrixType>;
+  using ConstMatrix = Eigen::Map<const RowMatrixType>;
+};
+
+}  // namespace focuspatch

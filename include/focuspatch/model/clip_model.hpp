@@ -1,0 +1,103 @@
+#pragma once
+// A CLIP model loaded from a .fpw file: configuration, tokenizer and both towers on one backend.
+//
+// The loaded model is read-only. Calls that take a Workspace may run from several threads at once,
+// each thread with its own Workspace; the overloads without one share an internal workspace and
+// must not be called concurrently.
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "focuspatch/backend/cpu.hpp"
+#include "focuspatch/model/text_tower.hpp"
+#include "focuspatch/model/vision_tower.hpp"
+#include "focuspatch/text/tokenizer.hpp"
+
+namespace focuspatch {
+
+template <class Backend = CpuBackend>
+class ClipModel {
+ public:
+  struct Workspace {
+    VisionWorkspace<Backend> vision;
+    TextWorkspace<Backend> text;
+  };
+
+  explicit ClipModel(const std::string& path, Backend backend = {})
+      : weights_(path), backend_(std::move(backend)), config_(ClipConfig::load(weights_)),
+        vision_(backend_, weights_, config_), text_(backend_, weights_, config_) {
+    if (weights_.has_meta("tokenizer.vocab")) {
+      const auto& vocab = weights_.meta_strings("tokenizer.vocab");
+      const auto& merge_lines = weights_.meta_strings("tokenizer.merges");
+      std::vector<std::pair<std::string, std::string>> merges;
+      merges.reserve(merge_lines.size());
+      for (const auto& line : merge_lines) {
+        const auto space = line.find(' ');
+        require(space != std::string::npos && space > 0 && space + 1 < line.size(), path, ": tokenizer merge '", line,
+                "' is not two tokens");
+        merges.emplace_back(line.substr(0, space), line.substr(space + 1));
+      }
+      tokenizer_ = std::make_unique<ClipTokenizer>(ClipTokenizer::from_vocab_and_merges(vocab, std::move(merges)));
+      require(tokenizer_->vocab_size() == config_.text.vocab_size, path, ": tokenizer has ", tokenizer_->vocab_size(),
+              " tokens but the text tower's vocabulary is ", config_.text.vocab_size);
+    }
+  }
+
+  const ClipConfig& config() const { return config_; }
+  const WeightFile& weights() const { return weights_; }
+  const Backend& backend() const { return backend_; }
+  const VisionTower<Backend>& vision() const { return vision_; }
+  const TextTower<Backend>& text() const { return text_; }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const ClipTokenizer& tokenizer() const {
+    if (!tokenizer_) fail(weights_.path(), ": holds no tokenizer vocabulary; convert it again with --vocab");
+    return *tokenizer_;
+  }
+
+  // images: [batch, 3, size, size] preprocessed (see io/preprocess.hpp); size defaults to the
+  // model's resolution.
+  VisionOutput encode_images(std::span<const float> images, std::int64_t batch, const VisionRequest& request, Workspace& ws,
+                             int size = 0) const {
+    return vision_.encode(backend_, images, batch, size > 0 ? size : config_.vision.image_size, request, ws.vision);
+  }
+  VisionOutput encode_images(std::span<const float> images, std::int64_t batch, const VisionRequest& request = {}, int size = 0) {
+    return encode_images(images, batch, request, own_, size);
+  }
+
+  // Tokenizes with the file's vocabulary (start/end tokens, truncated to the context) and encodes.
+  FloatTensor encode_texts(std::span<const std::string> texts, Workspace& ws) const {
+    return text_.encode_ids(backend_, tokenize(texts), ws.text);
+  }
+  FloatTensor encode_texts(std::span<const std::string> texts) { return encode_texts(texts, own_); }
+
+  std::vector<std::vector<std::int32_t>> tokenize(std::span<const std::string> texts) const {
+    std::vector<std::vector<std::int32_t>> ids;
+    ids.reserve(texts.size());
+    for (const auto& t : texts) ids.push_back(tokenizer().tokenize(t, config_.text.context_length, /*truncate=*/true));
+    return ids;
+  }
+
+  FloatTensor encode_token_ids(std::span<const std::vector<std::int32_t>> ids, Workspace& ws) const {
+    return text_.encode_ids(backend_, ids, ws.text);
+  }
+  FloatTensor encode_token_ids(std::span<const std::vector<std::int32_t>> ids) { return encode_token_ids(ids, own_); }
+
+  FloatTensor encode_token_embeddings(const FloatTensor& embeddings, std::span<const std::int64_t> eot, Workspace& ws) const {
+    return text_.encode_embeddings(backend_, embeddings, eot, ws.text);
+  }
+  FloatTensor encode_token_embeddings(const FloatTensor& embeddings, std::span<const std::int64_t> eot) {
+    return encode_token_embeddings(embeddings, eot, own_);
+  }
+
+ private:
+  WeightFile weights_;  // first: every weight below points into its mapping
+  Backend backend_;
+  ClipConfig config_;
+  VisionTower<Backend> vision_;
+  TextTower<Backend> text_;
+  std::unique_ptr<ClipTokenizer> tokenizer_;
+  Workspace own_;
+};
+
+}  // namespace focuspatch

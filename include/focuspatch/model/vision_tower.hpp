@@ -1,0 +1,143 @@
+#pragma once
+// CLIP's image encoder: patch embedding, class token, position embedding (resized for other input
+// resolutions), ln_pre, the transformer, ln_post and the projection into the joint space.
+#include <map>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "focuspatch/model/position_embedding.hpp"
+#include "focuspatch/model/transformer.hpp"
+
+namespace focuspatch {
+
+// What a caller wants back besides the image embeddings.
+struct VisionRequest {
+  bool patch_tokens = true;   // every token after ln_post and projection, CLS first
+  std::vector<int> layers;    // 0-based blocks whose raw output (residual stream) to return
+};
+
+struct VisionOutput {
+  FloatTensor image_embeddings;               // [B, D]
+  FloatTensor patch_tokens;                   // [B, T, D] when requested
+  std::map<int, FloatTensor> layer_tokens;    // block index -> [B, T, W]
+};
+
+template <class Backend>
+struct VisionWorkspace {
+  typename Backend::Buffer patches, patch_embeds, tokens, normed, projected;
+  TransformerScratch<Backend> scratch;
+  std::size_t rows = 0;
+  std::map<int, typename Backend::Weight> resized_positions;  // grid -> position embedding
+};
+
+template <class Backend>
+class VisionTower {
+ public:
+  VisionTower(const Backend& be, const WeightFile& f, const ClipConfig& c)
+      : config_(c.vision), embed_dim_(c.embed_dim), eps_(c.layer_norm_eps), transformer_(be, f, "v", c.vision) {
+    const int w = config_.width, p = config_.patch_size;
+    patch_w_ = be.upload(f.tensor("v.patch_embed.weight", {w, 3, p, p}));
+    class_embed_ = be.upload(f.tensor("v.class_embed", {w}));
+    const auto& pos_view = f.tensor("v.pos_embed", {config_.tokens(), w});
+    pos_embed_host_ = FloatTensor::from_view(pos_view);
+    pos_embed_ = be.upload(pos_view);
+    ln_pre_ = LayerNormWeights<Backend>::load(be, f, "v.ln_pre", w);
+    ln_post_ = LayerNormWeights<Backend>::load(be, f, "v.ln_post", w);
+    proj_ = be.upload(f.tensor("v.proj.weight", {embed_dim_, w}));
+  }
+
+  const VisionConfig& config() const { return config_; }
+
+  // images: [batch, 3, size, size] preprocessed pixels in host memory. size defaults to the
+  // model's resolution; any multiple of the patch size works (position embedding resized).
+  VisionOutput encode(const Backend& be, std::span<const float> images, std::int64_t batch, int size, const VisionRequest& request,
+                      VisionWorkspace<Backend>& ws) const {
+    const int p = config_.patch_size, w = config_.width;
+    require(batch > 0, "encode images: empty batch");
+    require(size >= p && size % p == 0, "encode images: input size ", size, " is not a positive multiple of the patch size ", p);
+    require(static_cast<std::int64_t>(images.size()) == batch * 3 * size * size, "encode images: got ", images.size(),
+            " values, expected ", batch, " x 3 x ", size, " x ", size);
+    for (int layer : request.layers)
+      require(layer >= 0 && layer < config_.layers, "encode images: layer ", layer, " requested but the model has ", config_.layers,
+              " blocks (0-based)");
+    const int grid = size / p;
+    const std::int64_t seq = std::int64_t{grid} * grid + 1;
+    const std::int64_t rows = batch * seq;
+    reserve(be, ws, static_cast<std::size_t>(rows), static_cast<std::size_t>(batch * 3 * size * size));
+
+    be.write(ws.patches.data(), images.data(), images.size());  // staging for the backend
+    be.patchify(ws.patches.data(), batch, size, p, ws.normed.data());
+    be.linear(ws.normed.data(), batch * (seq - 1), patch_w_, nullptr, ws.patch_embeds.data());
+    be.assemble_vision_tokens(ws.patch_embeds.data(), class_embed_, positions_for(be, ws, grid), batch, seq, ws.tokens.data());
+    be.layer_norm(ws.tokens.data(), rows, ln_pre_.gamma, ln_pre_.beta, eps_, ws.tokens.data());
+
+    VisionOutput out;
+    auto observe = [&](int index, const float* residual) {
+      for (int layer : request.layers) {
+        if (layer != index) continue;
+        FloatTensor t({batch, seq, w});
+        be.read(residual, t.data(), static_cast<std::size_t>(t.numel()));
+        out.layer_tokens[layer] = std::move(t);
+      }
+    };
+    transformer_.forward(be, ws.tokens.data(), batch, seq, /*causal=*/false, eps_, ws.scratch,
+                         request.layers.empty() ? typename Transformer<Backend>::LayerObserver{} : observe);
+
+    // The image embedding is the projected CLS token; with patch tokens wanted, every token is
+    // normalized and projected in the same GEMM.
+    const std::int64_t project_rows = request.patch_tokens ? rows : batch;
+    const float* source = ws.tokens.data();
+    if (!request.patch_tokens) {
+      std::vector<std::int64_t> cls_rows(static_cast<std::size_t>(batch));
+      for (std::int64_t b = 0; b < batch; ++b) cls_rows[static_cast<std::size_t>(b)] = b * seq;
+      be.gather_rows(ws.tokens.data(), w, cls_rows, ws.patch_embeds.data());
+      source = ws.patch_embeds.data();
+    }
+    be.layer_norm(source, project_rows, ln_post_.gamma, ln_post_.beta, eps_, ws.normed.data());
+    be.linear(ws.normed.data(), project_rows, proj_, nullptr, ws.projected.data());
+
+    out.image_embeddings = FloatTensor({batch, embed_dim_});
+    if (request.patch_tokens) {
+      out.patch_tokens = FloatTensor({batch, seq, embed_dim_});
+      be.read(ws.projected.data(), out.patch_tokens.data(), static_cast<std::size_t>(out.patch_tokens.numel()));
+      for (std::int64_t b = 0; b < batch; ++b)
+        std::copy_n(out.patch_tokens.data() + b * seq * embed_dim_, embed_dim_, out.image_embeddings.data() + b * embed_dim_);
+    } else {
+      be.read(ws.projected.data(), out.image_embeddings.data(), static_cast<std::size_t>(out.image_embeddings.numel()));
+    }
+    return out;
+  }
+
+ private:
+  void reserve(const Backend& be, VisionWorkspace<Backend>& ws, std::size_t rows, std::size_t pixels) const {
+    const auto w = static_cast<std::size_t>(config_.width);
+    const std::size_t patch_len = 3 * static_cast<std::size_t>(config_.patch_size) * static_cast<std::size_t>(config_.patch_size);
+    if (ws.patches.size() < pixels) ws.patches = be.allocate(pixels);
+    if (rows > ws.rows) {
+      ws.patch_embeds = be.allocate(rows * w);
+      ws.tokens = be.allocate(rows * w);
+      ws.normed = be.allocate(rows * std::max(w, patch_len));
+      ws.projected = be.allocate(rows * static_cast<std::size_t>(embed_dim_));
+      ws.rows = rows;
+    }
+  }
+
+  const typename Backend::Weight& positions_for(const Backend& be, VisionWorkspace<Backend>& ws, int grid) const {
+    if (grid == config_.grid()) return pos_embed_;
+    auto it = ws.resized_positions.find(grid);
+    if (it == ws.resized_positions.end())
+      it = ws.resized_positions.emplace(grid, be.upload(interpolate_position_embedding(pos_embed_host_, grid))).first;
+    return it->second;
+  }
+
+  VisionConfig config_;
+  int embed_dim_;
+  float eps_;
+  Transformer<Backend> transformer_;
+  typename Backend::Weight patch_w_, class_embed_, pos_embed_, proj_;
+  FloatTensor pos_embed_host_;
+  LayerNormWeights<Backend> ln_pre_, ln_post_;
+};
+
+}  // namespace focuspatch
