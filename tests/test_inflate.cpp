@@ -41,3 +41,10 @@ TEST_CASE("gunzip refuses what is not gzip") {
   CHECK_THROWS_WITH_AS(gunzip(std::as_bytes(std::span(s.data(), s.size())), "notes.txt"),
                        doctest::Contains("notes.txt: not a gzip file"), Error);
 }
+
+TEST_CASE("gunzip decodes a stream whose last code ends in its final bytes") {
+  // Python's gzip.compress(b'3\n', mtime=0): the fixed-Huffman block ends two bytes before the trailer.
+  const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x33, 0xe6,
+                              0x02, 0x00, 0xd1, 0x9e, 0x67, 0x55, 0x02, 0x00, 0x00, 0x00};
+  CHECK(gunzip(std::as_bytes(std::span(gz)), "three.gz") == "3\n");
+}

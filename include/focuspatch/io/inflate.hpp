@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <span>
@@ -35,15 +36,19 @@ inline std::uint32_t crc32(std::span<const std::byte> data, std::uint32_t crc = 
 // Decodes a raw DEFLATE stream (no zlib header). expected_size is a hint for the first allocation;
 // `what` names the input in error messages.
 inline std::string inflate_raw(std::span<const std::byte> compressed, std::size_t expected_size, std::string_view what) {
-  require(compressed.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what,
+  require(compressed.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max() - 8), what,
           ": compressed stream larger than 2 GiB is not supported");
   require(expected_size <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what,
           ": decompressed size larger than 2 GiB is not supported");
+  // stb's bit reader refuses to refill past the end of its buffer even when the bits it would read
+  // are never used, so a valid stream whose last code ends in the final two bytes is rejected.
+  // Decoding a copy with zero padding lets it finish; the padding is never consumed as data.
+  std::string padded(compressed.size() + 8, '\0');
+  if (!compressed.empty()) std::memcpy(padded.data(), compressed.data(), compressed.size());
   int out_len = 0;
   const int hint = expected_size > 0 ? static_cast<int>(expected_size) : static_cast<int>(compressed.size() * 4 + 64);
   std::unique_ptr<char, decltype(&std::free)> out(
-      stbi_zlib_decode_malloc_guesssize_headerflag(reinterpret_cast<const char*>(compressed.data()),
-                                                   static_cast<int>(compressed.size()), hint, &out_len, 0),
+      stbi_zlib_decode_malloc_guesssize_headerflag(padded.data(), static_cast<int>(padded.size()), hint, &out_len, 0),
       &std::free);
   if (!out) fail(what, ": corrupt DEFLATE data (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
   return std::string(out.get(), static_cast<std::size_t>(out_len));
