@@ -1,0 +1,243 @@
+#pragma once
+// Decoding image files into 8-bit RGB through stb_image (Debian's libstb: the implementation lives
+// in the linked libstb.so, so STB_IMAGE_IMPLEMENTATION must not be defined anywhere).
+//
+// What a decoded Image holds is what CLIP's Python pipeline sees after `image.convert("RGB")`:
+//   - grey images have their value replicated into R, G and B;
+//   - grey+alpha and RGBA images have the alpha dropped from `rgb` (colours are the stored,
+//     straight-alpha colours, not composited onto any background).
+// The alpha plane is still kept beside the colours (Image::alpha) because CLIP resizes *before*
+// converting to RGB, and Pillow resizes LA/RGBA images in premultiplied alpha; io/resample.hpp uses
+// it to reproduce that. Formats whose alpha Pillow would not see as an alpha channel (palette PNGs,
+// GIFs) come back without one.
+//
+// 16-bit PNGs are decoded at 16 bits and scaled to 8 bits by round(v * 255 / 65535). Pillow gets
+// this wrong in two different ways (16-bit RGB keeps only the high byte; 16-bit grey opens as
+// mode "I" and convert("RGB") clips every value above 255 to white), so here we deliberately do
+// the arithmetic right rather than copy it.
+//
+// Other differences from Pillow, all rare: EXIF orientation is ignored by both (so that matches);
+// Radiance HDR is refused (stb would tone-map it, Pillow cannot open it); CMYK JPEGs are converted
+// by stb's formula; a 32-bit BMP's fourth byte is taken as alpha by stb unless it is all zero,
+// while Pillow ignores it.
+//
+// Truncated files are errors: the decoders read through stb's callback interface so that a read
+// past the end is noticed (from plain memory, stb zero-fills a truncated BMP, TGA or JPEG).
+// decode_image may run on several threads at once: Debian's libstb keeps its failure reason in
+// thread-local storage, and we never set stb's global flags (a program that calls
+// stbi_set_flip_vertically_on_load would flip our images too).
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+
+#include "focuspatch/core/error.hpp"
+#include "focuspatch/io/mapped_file.hpp"
+
+namespace focuspatch {
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> rgb;    // width * height * 3 bytes, rows top to bottom, R G B interleaved
+  std::vector<std::uint8_t> alpha;  // width * height straight alpha, or empty when the image has none
+
+  bool has_alpha() const { return !alpha.empty(); }
+  std::size_t pixel_count() const { return static_cast<std::size_t>(width) * static_cast<std::size_t>(height); }
+  const std::uint8_t* pixel(int x, int y) const {
+    return rgb.data() + (static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)) * 3;
+  }
+};
+
+struct ImageLoadOptions {
+  // Refuse images with more pixels than this before decoding them: a decoded image costs 3 bytes
+  // per pixel (8 for 16-bit files while converting), and a corrupt or hostile header can claim
+  // billions of pixels.
+  std::int64_t max_pixels = 100'000'000;
+  // Keep the alpha plane (see above). Without it, LA/RGBA images are resized as if opaque, which
+  // differs from CLIP's pipeline wherever alpha is not 255.
+  bool keep_alpha = true;
+};
+
+// Throws unless img is a well-formed image (positive size, buffers of matching length).
+inline void check_image(const Image& img, std::string_view what) {
+  require(img.width > 0 && img.height > 0, what, ": image has size ", img.width, "x", img.height);
+  require(img.rgb.size() == img.pixel_count() * 3, what, ": image buffer holds ", img.rgb.size(), " bytes, a ",
+          img.width, "x", img.height, " RGB image needs ", img.pixel_count() * 3);
+  require(img.alpha.empty() || img.alpha.size() == img.pixel_count(), what, ": alpha plane holds ", img.alpha.size(),
+          " bytes for ", img.pixel_count(), " pixels");
+}
+
+namespace detail {
+
+inline std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  return r ? r : "no reason given";
+}
+
+// stb reports 4 channels for palette PNGs with transparency and for every GIF. Pillow opens both
+// as palette images ("P"), whose transparency convert("RGB") discards, so their alpha is not kept.
+inline bool alpha_is_palette_transparency(std::span<const std::byte> bytes) {
+  auto at = [&](std::size_t i) { return i < bytes.size() ? static_cast<unsigned char>(bytes[i]) : 0u; };
+  static constexpr unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  bool png = bytes.size() > 25;
+  for (std::size_t i = 0; png && i < 8; ++i) png = at(i) == png_sig[i];
+  if (png) return at(25) == 3;  // IHDR colour type 3: palette
+  return at(0) == 'G' && at(1) == 'I' && at(2) == 'F' && at(3) == '8';
+}
+
+// Feeds stb from memory through its callback interface. That is the only way to learn whether a
+// decoder asked for bytes past the end: reading from plain memory, stb's BMP, TGA, PNM and JPEG
+// readers take a truncated file's missing bytes as zeros and report success. (stb's format probes
+// read a few leading bytes each; one that runs off a tiny file also counts as an overrun, and
+// such a file is refused, which is right: no complete image is that short.)
+struct StbReader {
+  std::span<const std::byte> bytes;
+  std::size_t pos = 0;
+  bool overran = false;
+
+  static int read(void* user, char* out, int n) {
+    auto& r = *static_cast<StbReader*>(user);
+    const std::size_t left = r.bytes.size() - r.pos;
+    if (left == 0 || n <= 0) {
+      r.overran = r.overran || n > 0;
+      return 0;
+    }
+    const std::size_t k = std::min(left, static_cast<std::size_t>(n));
+    std::memcpy(out, r.bytes.data() + r.pos, k);
+    r.pos += k;
+    return static_cast<int>(k);
+  }
+  static void skip(void* user, int n) {
+    auto& r = *static_cast<StbReader*>(user);
+    if (n < 0) {  // "unget", per stbi_io_callbacks
+      r.pos -= std::min(r.pos, static_cast<std::size_t>(-static_cast<std::int64_t>(n)));
+    } else if (static_cast<std::size_t>(n) > r.bytes.size() - r.pos) {
+      r.overran = true;
+      r.pos = r.bytes.size();
+    } else {
+      r.pos += static_cast<std::size_t>(n);
+    }
+  }
+  static int eof(void* user) {
+    const auto& r = *static_cast<StbReader*>(user);
+    return r.pos >= r.bytes.size() ? 1 : 0;
+  }
+};
+
+}  // namespace detail
+
+// Decodes an image held in memory; `name` is used in error messages.
+inline Image decode_image(std::span<const std::byte> bytes, std::string_view name, const ImageLoadOptions& options = {}) {
+  require(!bytes.empty(), name, ": file is empty, expected an image");
+  require(bytes.size() <= static_cast<std::size_t>(INT_MAX), name, ": ", bytes.size(),
+          " bytes is larger than stb_image can read (2 GiB)");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+
+  // Read only the header first, so the pixel limit is enforced before any large allocation.
+  int w = 0, h = 0, channels = 0;
+  if (!stbi_info_from_memory(data, len, &w, &h, &channels))
+    fail(name, ": not a supported image or its header is corrupt (stb_image: ", detail::stb_reason(),
+         "); PNG, JPEG, BMP, TGA, GIF, PSD, PNM and PIC files are supported");
+  require(w > 0 && h > 0, name, ": image has size ", w, "x", h, ", nothing to decode");
+  const std::int64_t pixels = std::int64_t{w} * std::int64_t{h};
+  require(pixels <= options.max_pixels, name, ": image is ", w, "x", h, " = ", pixels,
+          " pixels, more than the limit of ", options.max_pixels,
+          " (raise ImageLoadOptions::max_pixels to load it)");
+  // stb would tone-map a Radiance HDR file to 8 bits by its own rules, which nothing in CLIP's
+  // pipeline does (Pillow cannot open them); refuse rather than guess.
+  require(!stbi_is_hdr_from_memory(data, len), name,
+          ": Radiance HDR images are not supported; convert it to an 8-bit format first");
+
+  const bool alpha = options.keep_alpha && (channels == 2 || channels == 4) && !detail::alpha_is_palette_transparency(bytes);
+  const int want = alpha ? 4 : 3;
+  const auto n = static_cast<std::size_t>(pixels);
+
+  detail::StbReader reader{bytes};
+  stbi_io_callbacks callbacks{&detail::StbReader::read, &detail::StbReader::skip, &detail::StbReader::eof};
+  // Runs an stb loader through the callbacks and checks what it returned.
+  auto decode = [&](auto* (*loader)(const stbi_io_callbacks*, void*, int*, int*, int*, int)) {
+    int dw = 0, dh = 0, dc = 0;
+    auto* px = loader(&callbacks, &reader, &dw, &dh, &dc, want);
+    std::unique_ptr<std::remove_pointer_t<decltype(px)>, decltype(&stbi_image_free)> owned(px, &stbi_image_free);
+    if (!owned)
+      fail(name, ": cannot decode the image data, the file is corrupt or truncated (stb_image: ", detail::stb_reason(),
+           ")");
+    require(!reader.overran, name, ": file is truncated, its image data ends early (", bytes.size(), " bytes for a ", w,
+            "x", h, " image)");
+    require(dw == w && dh == h, name, ": header says ", w, "x", h, " but the data decodes as ", dw, "x", dh);
+    return owned;
+  };
+
+  Image img;
+  img.width = w;
+  img.height = h;
+  if (stbi_is_16_bit_from_memory(data, len)) {
+    const auto px = decode(&stbi_load_16_from_callbacks);
+    // round(v * 255 / 65535); the quotient never ends in exactly .5, so the rounding mode is moot.
+    auto to8 = [](stbi_us v) { return static_cast<std::uint8_t>((std::uint32_t{v} * 255u + 32767u) / 65535u); };
+    img.rgb.resize(n * 3);
+    if (alpha) img.alpha.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const stbi_us* p = px.get() + i * static_cast<std::size_t>(want);
+      for (std::size_t c = 0; c < 3; ++c) img.rgb[i * 3 + c] = to8(p[c]);
+      if (alpha) img.alpha[i] = to8(p[3]);
+    }
+  } else if (!alpha) {
+    const auto px = decode(&stbi_load_from_callbacks);
+    img.rgb.assign(px.get(), px.get() + n * 3);
+  } else {
+    const auto px = decode(&stbi_load_from_callbacks);
+    img.rgb.resize(n * 3);
+    img.alpha.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const stbi_uc* p = px.get() + i * 4;
+      img.rgb[i * 3 + 0] = p[0];
+      img.rgb[i * 3 + 1] = p[1];
+      img.rgb[i * 3 + 2] = p[2];
+      img.alpha[i] = p[3];
+    }
+  }
+  return img;
+}
+
+inline Image load_image(const std::string& path, const ImageLoadOptions& options = {}) {
+  MappedFile file(path);
+  return decode_image(file.bytes(), path, options);
+}
+
+// Writes img as an 8-bit PNG: RGBA when it carries alpha, RGB otherwise.
+inline void write_png(const std::string& path, const Image& img) {
+  check_image(img, path);
+  require(img.width <= INT_MAX / 4, path, ": image is too wide to write (", img.width, " pixels)");
+  const int comp = img.has_alpha() ? 4 : 3;
+  std::vector<std::uint8_t> rgba;
+  const std::uint8_t* data = img.rgb.data();
+  if (img.has_alpha()) {
+    rgba.resize(img.pixel_count() * 4);
+    for (std::size_t i = 0; i < img.pixel_count(); ++i) {
+      std::memcpy(&rgba[i * 4], &img.rgb[i * 3], 3);
+      rgba[i * 4 + 3] = img.alpha[i];
+    }
+    data = rgba.data();
+  }
+  errno = 0;
+  if (!stbi_write_png(path.c_str(), img.width, img.height, comp, data, img.width * comp)) {
+    const int err = errno;
+    fail(path, ": cannot write PNG (", err ? std::strerror(err) : "encoder failed", ")");
+  }
+}
+
+}  // namespace focuspatch
