@@ -39,7 +39,7 @@ class ClipModel {
         merges.emplace_back(line.substr(0, space), line.substr(space + 1));
       }
       tokenizer_ = std::make_unique<ClipTokenizer>(ClipTokenizer::from_vocab_and_merges(vocab, std::move(merges)));
-      require(tokenizer_->vocab_size() == config_.text.vocab_size, path, ": tokenizer has ", tokenizer_->vocab_size(),
+      require(static_cast<std::int64_t>(tokenizer_->vocab_size()) == config_.text.vocab_size, path, ": tokenizer has ", tokenizer_->vocab_size(),
               " tokens but the text tower's vocabulary is ", config_.text.vocab_size);
     }
   }
