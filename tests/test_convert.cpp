@@ -2,15 +2,12 @@
 // library's planning on checkpoints with a tensor missing, misshapen or of the wrong kind.
 #include <doctest/doctest.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <unistd.h>
 
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/model/clip_model.hpp"
+#include "cli_support.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -20,43 +17,13 @@ namespace {
 
 const fs::path kClip = test::fixtures_dir() / "clip";
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("focuspatch_test_convert_" + std::to_string(::getpid()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
+using test::TempDir;
+using test::read_all;
+using Run = test::ToolRun;
 
- private:
-  fs::path path_;
-};
-
-struct Run {
-  int status;
-  std::string output;  // stdout and stderr together
-};
-
-Run run_tool(const std::string& tool, const std::string& arguments, const fs::path& log) {
-  const std::string command = (fs::path(FOCUSPATCH_TOOLS_DIR) / tool).string() + " " + arguments + " > " + log.string() + " 2>&1";
-  const int raw = std::system(command.c_str());
-  std::ifstream f(log);
-  std::stringstream s;
-  s << f.rdbuf();
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, s.str()};
-}
-
-std::string file_bytes(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary);
-  f << bytes;
-}
+Run run_tool(const std::string& tool, const std::string& arguments, const fs::path& log) { return test::run_tool(tool, arguments, log); }
+std::string file_bytes(const fs::path& p) { return read_all(p); }
+void write_bytes(const fs::path& p, const std::string& bytes) { test::write_all(p, bytes); }
 
 const std::string p8_heads = " --vision-heads 4 --text-heads 2";
 
@@ -68,7 +35,7 @@ SourceTensors p8_source(const std::shared_ptr<TensorArchive>& archive) {
 }  // namespace
 
 TEST_CASE("focuspatch-convert converts a checkpoint and reports what it found") {
-  TempDir tmp;
+  TempDir tmp("test_convert");
   const fs::path out = tmp / "p8.fpw";
   const Run r = run_tool("focuspatch-convert", (kClip / "p8_r32/openai_state_dict.pt").string() + " -o " + out.string() + p8_heads +
                                                    " --no-tokenizer",
@@ -85,7 +52,7 @@ TEST_CASE("focuspatch-convert converts a checkpoint and reports what it found") 
 }
 
 TEST_CASE("the same weights in safetensors and pytorch_model.bin convert to the same tensors") {
-  TempDir tmp;
+  TempDir tmp("test_convert");
   for (const char* folder : {"hf", "hf_bin"}) {
     ConvertRequest req;
     req.input = (kClip / "p14_r42_hf" / folder).string();
@@ -106,7 +73,7 @@ TEST_CASE("the same weights in safetensors and pytorch_model.bin convert to the 
 }
 
 TEST_CASE("random weights are reproducible from their seed") {
-  TempDir tmp;
+  TempDir tmp("test_convert");
   auto make = [&](const std::string& name, int seed) {
     const Run r = run_tool("focuspatch-convert", "--random tiny --seed " + std::to_string(seed) + " --no-tokenizer -o " + (tmp / name).string(),
                            tmp / "log");
@@ -122,7 +89,7 @@ TEST_CASE("random weights are reproducible from their seed") {
 }
 
 TEST_CASE("focuspatch-convert refuses bad input with a message that names the problem") {
-  TempDir tmp;
+  TempDir tmp("test_convert");
   const std::string p8 = (kClip / "p8_r32/openai_state_dict.pt").string();
   const std::string out = " -o " + (tmp / "out.fpw").string();
   struct Bad {

@@ -3,16 +3,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <unistd.h>
 
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/model/clip_model.hpp"
+#include "cli_support.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -20,28 +17,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("focuspatch_test_embed_" + std::to_string(::getpid()))) { fs::create_directories(path_); }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
+using test::read_all;
+using test::TempDir;
 
- private:
-  fs::path path_;
-};
-
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-int run_embed(const std::string& arguments, const fs::path& log) {
-  const std::string command = (fs::path(FOCUSPATCH_TOOLS_DIR) / "focuspatch-embed").string() + " " + arguments + " > " + log.string() + " 2>&1";
-  const int raw = std::system(command.c_str());
-  return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-}
+int run_embed(const std::string& arguments, const fs::path& log) { return test::run_tool("focuspatch-embed", arguments, log).status; }
 
 std::vector<double> numbers(const json::Value& array) {
   std::vector<double> out;
@@ -62,7 +41,7 @@ TEST_CASE("focuspatch-embed reproduces the reference embeddings of an image file
     MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent");
     return;
   }
-  TempDir tmp;
+  TempDir tmp("test_embed_cli");
   const fs::path clip = test::fixtures_dir() / "clip" / "fullvocab_tiny";
   ConvertRequest req;
   req.input = (clip / "openai_state_dict_f16.pt").string();
@@ -109,7 +88,7 @@ TEST_CASE("focuspatch-embed reproduces the reference embeddings of an image file
 }
 
 TEST_CASE("focuspatch-embed explains what is wrong") {
-  TempDir tmp;
+  TempDir tmp("test_embed_cli");
   const std::string fixture = (test::fixtures_dir() / "clip/p8_r32/openai_state_dict.pt").string();
   struct Bad {
     std::string arguments, message;

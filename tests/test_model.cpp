@@ -12,6 +12,7 @@
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/model/clip_model.hpp"
+#include "cli_support.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -69,17 +70,7 @@ Case load_case(const std::string& name) {
   return c;
 }
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("focuspatch_test_model_" + std::to_string(::getpid()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 ConvertRequest request_for(const Case& c, const json::Value& file, const fs::path& out) {
   ConvertRequest req;
@@ -142,7 +133,7 @@ void check_model_against_reference(const Case& c, const fs::path& weights, doubl
 }  // namespace
 
 TEST_CASE("every fixture checkpoint converts and reproduces the PyTorch reference") {
-  TempDir tmp;
+  TempDir tmp("test_model");
   worst = {};
   for (const std::string name : {"p8_r32", "p4_r28", "p14_r42_hf", "fullvocab_tiny"}) {
     const Case c = load_case(name);
@@ -164,7 +155,7 @@ TEST_CASE("every fixture checkpoint converts and reproduces the PyTorch referenc
 }
 
 TEST_CASE("storing float32 weights as f16 or bf16 costs the expected precision") {
-  TempDir tmp;
+  TempDir tmp("test_model");
   const Case c = load_case("p8_r32");
   const json::Value& file = c.manifest.at("files")[0];
   struct Storage {
@@ -202,7 +193,7 @@ TEST_CASE("real CLIP vocabulary: text to token ids to embeddings, as OpenAI's to
     MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent");
     return;
   }
-  TempDir tmp;
+  TempDir tmp("test_model");
   const Case c = load_case("fullvocab_tiny");
   ConvertRequest req = request_for(c, c.manifest.at("files")[0], tmp / "full.fpw");
   req.no_tokenizer = false;
