@@ -29,6 +29,11 @@ Conventions the C++ engine must match:
     which for token ids is the FIRST position holding the row's largest id;
   - image embedding = ln_post(CLS) @ proj; patch tokens = ln_post(every token) @ proj, CLS first;
     layer_tokens[i] = the raw residual stream after resblock i (0-based), before any LayerNorm;
+  - projected_layers[i] = ln_post(layer_tokens[i]) @ proj, every token (encode_image_paths);
+  - CLIP Surgery's v-v path through the last n blocks (encode_image_paths, vv_tokens): a second
+    stream forked from the main one where the first of those blocks begins, plus, per block,
+    out_proj(softmax(v v^T / sqrt(head_dim)) v) with v from ln_1 of the MAIN stream and no MLP;
+    its CLS replaced by the main stream's; then ln_post and proj on every token;
   - another input size uses a position embedding whose g*g grid part is resized bicubically to the
     new grid (PyTorch's bicubic, A = -0.75, align_corners=False, no antialias, edge samples
     clamped), the CLS row kept as is. `bicubic_resize_reference` spells that out.
@@ -155,10 +160,9 @@ def resize_position_embedding(pos, grid_hw):
 
 # ---------------------------------------------------------------- towers
 
-def encode_image(sd, images, spec, dtype=torch.float64):
-    """images [N,3,H,W] (already CLIP-normalised), H and W multiples of the patch size.
-    Returns dict(image_embeddings [N,D], patch_tokens [N,T,D], layer_tokens [list of N,T,W])."""
-    sd = as_dtype(sd, dtype)
+def embed_image(sd, images, spec, dtype=torch.float64):
+    """The tokens entering the first resblock: patch embedding, CLS, position embedding, ln_pre.
+    sd already in `dtype` (see as_dtype)."""
     x = images.to(dtype)
     conv = sd["visual.conv1.weight"]
     width, _, p, p2 = conv.shape
@@ -173,13 +177,85 @@ def encode_image(sd, images, spec, dtype=torch.float64):
     x = torch.cat([cls, tokens], dim=1)
     x = x + resize_position_embedding(sd["visual.positional_embedding"], (gh, gw))
     eps = spec.layer_norm_eps
-    x = layer_norm(x, sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"], eps)
+    return layer_norm(x, sd["visual.ln_pre.weight"], sd["visual.ln_pre.bias"], eps)
+
+
+def encode_image(sd, images, spec, dtype=torch.float64):
+    """images [N,3,H,W] (already CLIP-normalised), H and W multiples of the patch size.
+    Returns dict(image_embeddings [N,D], patch_tokens [N,T,D], layer_tokens [list of N,T,W])."""
+    sd = as_dtype(sd, dtype)
+    x = embed_image(sd, images, spec, dtype)
+    eps = spec.layer_norm_eps
     layers = []
     for i in range(count_blocks(sd, "visual.transformer.resblocks.")):
         x = resblock(x, sd, f"visual.transformer.resblocks.{i}.", spec.vision_heads, spec.activation, eps, causal=False)
         layers.append(x)
     post = layer_norm(x, sd["visual.ln_post.weight"], sd["visual.ln_post.bias"], eps) @ sd["visual.proj"]
     return {"image_embeddings": post[:, 0], "patch_tokens": post, "layer_tokens": layers}
+
+
+# ---------------------------------------------------------------- joint-space patch features
+
+def project(x, sd, eps):
+    """ln_post then the projection into the joint space, every token."""
+    return layer_norm(x, sd["visual.ln_post.weight"], sd["visual.ln_post.bias"], eps) @ sd["visual.proj"]
+
+
+def surgery_attention(h, sd, prefix, heads):
+    """One attention layer read two ways from the same packed projection of h [N,T,W]:
+    (ordinary q-k attention, CLIP Surgery's v-v attention), both through out_proj. The v-v
+    weights are softmax(v v^T / sqrt(head_dim)) per head: the values stand in for queries and keys."""
+    n, t, w = h.shape
+    hd = w // heads
+    qkv = h @ sd[prefix + "in_proj_weight"].T + sd[prefix + "in_proj_bias"]
+    q, k, v = (qkv[..., i * w:(i + 1) * w].reshape(n, t, heads, hd).transpose(1, 2) for i in range(3))
+
+    def attend(a, b):
+        probs = torch.softmax((a @ b.transpose(-1, -2)) / math.sqrt(hd), dim=-1)
+        out = (probs @ v).transpose(1, 2).reshape(n, t, w)
+        return out @ sd[prefix + "out_proj.weight"].T + sd[prefix + "out_proj.bias"]
+
+    return attend(q, k), attend(v, v)
+
+
+def encode_image_paths(sd, images, spec, surgery_blocks, dtype=torch.float64):
+    """Patch features in the joint space, as CLIP-based anomaly detectors read them.
+
+    projected_layers[i]: the residual stream after resblock i through ln_post and proj (every
+    token, CLS first). vv_tokens: CLIP Surgery's dual path through the last `surgery_blocks`
+    blocks (0 = none, vv_tokens None). Where the first of them begins, the stream forks: the
+    original path runs the blocks unchanged; the new path starts from the same tokens and, per
+    block, adds the v-v attention of ln_1 of the ORIGINAL path's tokens (no MLP). At the end the
+    new path's CLS is replaced by the original's, and every token goes through ln_post and proj.
+    Returns dict(projected_layers [list of N,T,D], patch_tokens [N,T,D], vv_tokens [N,T,D] or None)."""
+    sd = as_dtype(sd, dtype)
+    eps = spec.layer_norm_eps
+    x = embed_image(sd, images, spec, dtype)
+    blocks = count_blocks(sd, "visual.transformer.resblocks.")
+    assert 0 <= surgery_blocks <= blocks
+    fork = blocks - surgery_blocks
+    new_path = None
+    projected = []
+    for i in range(blocks):
+        prefix = f"visual.transformer.resblocks.{i}."
+        if i < fork:
+            x = resblock(x, sd, prefix, spec.vision_heads, spec.activation, eps, causal=False)
+        else:
+            if new_path is None:
+                new_path = x.clone()
+            h = layer_norm(x, sd[prefix + "ln_1.weight"], sd[prefix + "ln_1.bias"], eps)
+            qk, vv = surgery_attention(h, sd, prefix + "attn.", spec.vision_heads)
+            new_path = new_path + vv
+            x = x + qk
+            h = layer_norm(x, sd[prefix + "ln_2.weight"], sd[prefix + "ln_2.bias"], eps)
+            h = activation(h @ sd[prefix + "mlp.c_fc.weight"].T + sd[prefix + "mlp.c_fc.bias"], spec.activation)
+            x = x + (h @ sd[prefix + "mlp.c_proj.weight"].T + sd[prefix + "mlp.c_proj.bias"])
+        projected.append(project(x, sd, eps))
+    vv_tokens = None
+    if new_path is not None:
+        new_path = torch.cat([x[:, :1], new_path[:, 1:]], dim=1)
+        vv_tokens = project(new_path, sd, eps)
+    return {"projected_layers": projected, "patch_tokens": project(x, sd, eps), "vv_tokens": vv_tokens}
 
 
 def eot_positions(token_ids):

@@ -71,6 +71,8 @@ class CpuBackend {
   Buffer allocate(std::size_t count) const { return Buffer(count); }
   void write(float* dst, const float* host, std::size_t count) const { std::memcpy(dst, host, count * sizeof(float)); }
   void read(const float* src, float* host, std::size_t count) const { std::memcpy(host, src, count * sizeof(float)); }
+  // Both pointers in backend memory.
+  void copy(const float* src, float* dst, std::size_t count) const { std::memcpy(dst, src, count * sizeof(float)); }
 
   // y[rows, out] (=|+=) act(x[rows, in] W^T + b), W stored [out, in] as PyTorch's Linear does.
   // accumulate adds the result into y: the residual connection, fused.

@@ -1,11 +1,23 @@
 #pragma once
 // The pre-LayerNorm transformer both CLIP towers share, written once against the backend op set:
 //   x = x + out_proj(attention(qkv(ln1(x))));  x = x + mlp_proj(act(mlp_fc(ln2(x))))
+//
+// Optionally it also carries CLIP Surgery's value-value path (Li et al., "CLIP Surgery for Better
+// Explainability with Enhancement in Open-Vocabulary Tasks", code xmed-lab/CLIP_Surgery
+// clip/clip_surgery_model.py; PromptAD's CLIP fork does the same) through the last n blocks: a
+// second residual stream x_vv that starts as a copy of x where the first such block begins (as
+// there: the new path continues the incoming stream, it does not start from zeros), and per block
+//   x_vv = x_vv + out_proj(attention_vv(qkv(ln1(x))))       attention_vv = softmax(V V^T / sqrt(d)) V
+// with no MLP and the ViT scale 1/sqrt(head_dim) (their ResNet variant's L2-normalised values and
+// 8x scale do not apply to ViTs). As there, q/k/v come from the MAIN stream (ln1(x), shared with
+// the main attention), never from x_vv, and the same out_proj weights serve both paths. The main
+// stream is not touched, so everything computed from it stays bit-identical with the path on or off.
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "focuspatch/backend/ops.hpp"
+#include "focuspatch/core/error.hpp"
 #include "focuspatch/model/config.hpp"
 #include "focuspatch/model/weight_names.hpp"
 
@@ -31,9 +43,14 @@ struct TransformerBlockWeights {
 template <class Backend>
 struct TransformerScratch {
   typename Backend::Buffer normed, qkv, attended, hidden;
-  std::size_t rows = 0;
+  typename Backend::Buffer value_value;  // the value-value path's residual stream, only once it is asked for
+  std::size_t rows = 0, value_value_rows = 0;
 
-  void reserve(const Backend& be, std::size_t token_rows, const TransformerConfig& c) {
+  void reserve(const Backend& be, std::size_t token_rows, const TransformerConfig& c, bool with_value_value = false) {
+    if (with_value_value && token_rows > value_value_rows) {
+      value_value = be.allocate(token_rows * static_cast<std::size_t>(c.width));
+      value_value_rows = token_rows;
+    }
     if (token_rows <= rows) return;
     normed = be.allocate(token_rows * static_cast<std::size_t>(c.width));
     qkv = be.allocate(token_rows * 3 * static_cast<std::size_t>(c.width));
@@ -67,21 +84,35 @@ class Transformer {
   const TransformerConfig& config() const { return config_; }
 
   // Runs every block in place on x (batch x seq rows). causal masks future tokens (text tower).
+  // value_value_blocks > 0 also runs the value-value path through that many last blocks and leaves
+  // its residual stream in s.value_value (batch x seq rows of width).
   void forward(const Backend& be, float* x, std::int64_t batch, std::int64_t seq, bool causal, float eps,
-               TransformerScratch<Backend>& s, const LayerObserver& observe = {}) const {
+               TransformerScratch<Backend>& s, const LayerObserver& observe = {}, int value_value_blocks = 0) const {
+    const auto layers = static_cast<int>(blocks_.size());
+    require(value_value_blocks >= 0 && value_value_blocks <= layers, "transformer: value-value path through ", value_value_blocks,
+            " blocks requested but the stack has ", layers);
     const std::int64_t rows = batch * seq;
-    s.reserve(be, static_cast<std::size_t>(rows), config_);
+    s.reserve(be, static_cast<std::size_t>(rows), config_, value_value_blocks > 0);
     const Epilogue act = config_.activation == Activation::QuickGelu ? Epilogue::QuickGelu : Epilogue::Gelu;
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      const auto& b = blocks_[i];
+    const int first_value_value = layers - value_value_blocks;
+    for (int i = 0; i < layers; ++i) {
+      const auto& b = blocks_[static_cast<std::size_t>(i)];
+      const bool value_value = i >= first_value_value;
+      if (value_value && i == first_value_value)
+        be.copy(x, s.value_value.data(), static_cast<std::size_t>(rows) * static_cast<std::size_t>(config_.width));
       be.layer_norm(x, rows, b.ln1.gamma, b.ln1.beta, eps, s.normed.data());
       be.linear(s.normed.data(), rows, b.qkv_w, &b.qkv_b, s.qkv.data());
       be.attention(s.qkv.data(), batch, seq, config_.heads, config_.head_dim(), causal, s.attended.data());
       be.linear(s.attended.data(), rows, b.out_w, &b.out_b, x, Epilogue::None, /*accumulate=*/true);
+      if (value_value) {  // same q/k/v projections, attended differently; s.attended is free again
+        be.attention(s.qkv.data(), batch, seq, config_.heads, config_.head_dim(), causal, s.attended.data(),
+                     AttentionKind::ValueValue);
+        be.linear(s.attended.data(), rows, b.out_w, &b.out_b, s.value_value.data(), Epilogue::None, /*accumulate=*/true);
+      }
       be.layer_norm(x, rows, b.ln2.gamma, b.ln2.beta, eps, s.normed.data());
       be.linear(s.normed.data(), rows, b.fc_w, &b.fc_b, s.hidden.data(), act);
       be.linear(s.hidden.data(), rows, b.proj_w, &b.proj_b, x, Epilogue::None, /*accumulate=*/true);
-      if (observe) observe(static_cast<int>(i), x);
+      if (observe) observe(i, x);
     }
   }
 

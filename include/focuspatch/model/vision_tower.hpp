@@ -13,14 +13,23 @@ namespace focuspatch {
 
 // What a caller wants back besides the image embeddings.
 struct VisionRequest {
-  bool patch_tokens = true;   // every token after ln_post and projection, CLS first
-  std::vector<int> layers;    // 0-based blocks whose raw output (residual stream) to return
+  bool patch_tokens = true;           // every token after ln_post and projection, CLS first
+  std::vector<int> layers;            // 0-based blocks whose raw output (residual stream) to return
+  std::vector<int> projected_layers;  // 0-based blocks whose output to return after ln_post and projection
+  // Run CLIP Surgery's value-value path (model/transformer.hpp) through this many last blocks and
+  // return its tokens in the joint space; 0 = off, at no cost.
+  int value_value_blocks = 0;
 };
 
 struct VisionOutput {
-  FloatTensor image_embeddings;               // [B, D]
-  FloatTensor patch_tokens;                   // [B, T, D] when requested
-  std::map<int, FloatTensor> layer_tokens;    // block index -> [B, T, W]
+  FloatTensor image_embeddings;                 // [B, D]
+  FloatTensor patch_tokens;                     // [B, T, D] when requested
+  std::map<int, FloatTensor> layer_tokens;      // block index -> [B, T, W]
+  std::map<int, FloatTensor> projected_layers;  // block index -> [B, T, D], CLS first
+  // [B, T, D] ln_post(x_vv) @ proj when value_value_blocks > 0. Token 0 is the main path's CLS,
+  // so it equals patch_tokens' first token: CLIP Surgery and PromptAD put the original CLS there
+  // too (the value-value path is for the patches; the image embedding stays CLIP's own).
+  FloatTensor value_value_tokens;
 };
 
 template <class Backend>
@@ -51,16 +60,22 @@ class VisionTower {
 
   // images: [batch, 3, size, size] preprocessed pixels in host memory. size defaults to the
   // model's resolution; any multiple of the patch size works (position embedding resized).
-  VisionOutput encode(const Backend& be, std::span<const float> images, std::int64_t batch, int size, const VisionRequest& request,
-                      VisionWorkspace<Backend>& ws) const {
+  VisionOutput encode(const Backend& be, std::span<const float> images, std::int64_t batch, int size,
+                      const VisionRequest& request, VisionWorkspace<Backend>& ws) const {
     const int p = config_.patch_size, w = config_.width;
     require(batch > 0, "encode images: empty batch");
     require(size >= p && size % p == 0, "encode images: input size ", size, " is not a positive multiple of the patch size ", p);
     require(static_cast<std::int64_t>(images.size()) == batch * 3 * size * size, "encode images: got ", images.size(),
             " values, expected ", batch, " x 3 x ", size, " x ", size);
     for (int layer : request.layers)
-      require(layer >= 0 && layer < config_.layers, "encode images: layer ", layer, " requested but the model has ", config_.layers,
-              " blocks (0-based)");
+      require(layer >= 0 && layer < config_.layers, "encode images: layer ", layer, " requested but the model has ",
+              config_.layers, " blocks (0-based)");
+    for (int layer : request.projected_layers)
+      require(layer >= 0 && layer < config_.layers, "encode images: projected layer ", layer, " requested but the model has ",
+              config_.layers, " blocks (0-based)");
+    require(request.value_value_blocks >= 0 && request.value_value_blocks <= config_.layers,
+            "encode images: value-value path through ", request.value_value_blocks, " blocks requested but the model has ",
+            config_.layers);
     const int grid = size / p;
     const std::int64_t seq = std::int64_t{grid} * grid + 1;
     const std::int64_t rows = batch * seq;
@@ -73,6 +88,7 @@ class VisionTower {
     be.layer_norm(ws.tokens.data(), rows, ln_pre_.gamma, ln_pre_.beta, eps_, ws.tokens.data());
 
     VisionOutput out;
+    // ws.normed and ws.projected are free while the transformer runs (it has its own scratch).
     auto observe = [&](int index, const float* residual) {
       for (int layer : request.layers) {
         if (layer != index) continue;
@@ -80,9 +96,13 @@ class VisionTower {
         be.read(residual, t.data(), static_cast<std::size_t>(t.numel()));
         out.layer_tokens[layer] = std::move(t);
       }
+      for (int layer : request.projected_layers)
+        if (layer == index) out.projected_layers[layer] = project_every_token(be, residual, batch, seq, ws);
     };
+    using Observer = typename Transformer<Backend>::LayerObserver;
+    const bool observed = !request.layers.empty() || !request.projected_layers.empty();
     transformer_.forward(be, ws.tokens.data(), batch, seq, /*causal=*/false, eps_, ws.scratch,
-                         request.layers.empty() ? typename Transformer<Backend>::LayerObserver{} : observe);
+                         observed ? Observer{observe} : Observer{}, request.value_value_blocks);
 
     // The image embedding is the projected CLS token; with patch tokens wanted, every token is
     // normalized and projected in the same GEMM.
@@ -106,10 +126,28 @@ class VisionTower {
     } else {
       be.read(ws.projected.data(), out.image_embeddings.data(), static_cast<std::size_t>(out.image_embeddings.numel()));
     }
+
+    if (request.value_value_blocks > 0) {
+      float* value_value = ws.scratch.value_value.data();
+      for (std::int64_t b = 0; b < batch; ++b)  // the main path's CLS, as CLIP Surgery's `x[0] = x_ori[0]`
+        be.copy(ws.tokens.data() + b * seq * w, value_value + b * seq * w, static_cast<std::size_t>(w));
+      out.value_value_tokens = project_every_token(be, value_value, batch, seq, ws);
+    }
     return out;
   }
 
  private:
+  // ln_post and the projection of every token of a residual stream, through ws.normed/ws.projected.
+  FloatTensor project_every_token(const Backend& be, const float* stream, std::int64_t batch, std::int64_t seq,
+                                  VisionWorkspace<Backend>& ws) const {
+    const std::int64_t rows = batch * seq;
+    be.layer_norm(stream, rows, ln_post_.gamma, ln_post_.beta, eps_, ws.normed.data());
+    be.linear(ws.normed.data(), rows, proj_, nullptr, ws.projected.data());
+    FloatTensor t({batch, seq, embed_dim_});
+    be.read(ws.projected.data(), t.data(), static_cast<std::size_t>(t.numel()));
+    return t;
+  }
+
   void reserve(const Backend& be, VisionWorkspace<Backend>& ws, std::size_t rows, std::size_t pixels) const {
     const auto w = static_cast<std::size_t>(config_.width);
     const std::size_t patch_len = 3 * static_cast<std::size_t>(config_.patch_size) * static_cast<std::size_t>(config_.patch_size);
