@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "common/cli_args.hpp"
 #include "focuspatch/convert/convert_checkpoint.hpp"
@@ -32,6 +33,25 @@ options:
   --random PRESET         random weights shaped like ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px or tiny
   --seed N                seed for --random (default 0)
   -h, --help              this text
+
+prompt data stored in the same file (the model is written, loaded, and written again with it):
+  --prompts BANK.txt      keyword prompt bank (the default one is weights/prompts/unified_keywords.txt);
+                          its keyword embeddings are computed with the converted text tower for every
+                          category and for the bank's generic object word, so a deployment needs no
+                          text tower. Needs the tokenizer. Re-run after editing the bank.
+  --categories a,b,c      category names (metal_nut) or object words to embed the bank for
+  --learned-prompts CKPT  learned context vectors from a prompt-learning checkpoint (.pt or
+                          .safetensors). Known names are tried when none are given: PromptAD
+                          prompt_learner.normal_ctx/abnormal_ctx, AnomalyCLIP prompt_learner.ctx_pos/
+                          ctx_neg, and ctx_normal with ctx_abnormal or ctx_anomaly
+  --learned-normal NAME   tensor holding the normal context ([n_ctx, W] or [prompts, n_ctx, W])
+  --learned-anomaly NAME  tensor holding the anomaly context (give both names or neither)
+  --learned-normal-suffix TEXT, --learned-anomaly-suffix TEXT
+                          text after the context, {object} = the object word (default "{object}.";
+                          AnomalyCLIP's anomaly default "damaged {object}.")
+  --learned-layout separate|promptad
+                          promptad: every anomaly prompt starts with a normal context, as PromptAD
+                          builds them (default for PromptAD's names); separate: each state alone
 )";
 
 std::string mib(std::size_t bytes) {
@@ -51,13 +71,76 @@ void print_config(const focuspatch::ClipConfig& c) {
             << "  joint embedding " << c.embed_dim << ", logit scale " << c.logit_scale << " (x" << std::exp(c.logit_scale) << ")\n";
 }
 
+std::vector<std::string> split_list(const std::vector<std::string>& values, const char* option) {
+  std::vector<std::string> items;
+  for (const auto& value : values) {
+    std::size_t start = 0;
+    while (true) {
+      const auto comma = value.find(',', start);
+      std::string item = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      item.erase(0, item.find_first_not_of(" \t"));
+      item.erase(item.find_last_not_of(" \t") + 1);
+      focuspatch::require(!item.empty(), "option --", option, ": empty name in '", value, "'");
+      items.push_back(item);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  return items;
+}
+
+focuspatch::PromptDataRequest prompt_request(const focuspatch::cli::Args& args) {
+  using namespace focuspatch;
+  PromptDataRequest req;
+  req.bank = args.get_or("prompts", "");
+  req.categories = split_list(args.all("categories"), "categories");
+  require(req.categories.empty() || !req.bank.empty(), "--categories needs --prompts BANK.txt (the bank to embed them with)");
+  req.learned_checkpoint = args.get_or("learned-prompts", "");
+  for (const char* option :
+       {"learned-normal", "learned-anomaly", "learned-normal-suffix", "learned-anomaly-suffix", "learned-layout"})
+    require(!args.has(option) || !req.learned_checkpoint.empty(), "--", option, " needs --learned-prompts CHECKPOINT");
+  req.learned.normal_tensor = args.get_or("learned-normal", "");
+  req.learned.anomaly_tensor = args.get_or("learned-anomaly", "");
+  if (auto s = args.get("learned-normal-suffix")) req.learned.normal_suffix = *s;
+  if (auto s = args.get("learned-anomaly-suffix")) req.learned.anomaly_suffix = *s;
+  if (auto layout = args.get("learned-layout")) {
+    require(*layout == "separate" || *layout == "promptad", "option --learned-layout: '", *layout,
+            "' is not separate or promptad");
+    req.learned.anomaly_after_normal = *layout == "promptad";
+  }
+  return req;
+}
+
+void print_prompts(const focuspatch::PromptDataReport& r) {
+  if (!r.objects.empty()) {
+    std::cout << "stored keyword embeddings (" << r.keywords << " keywords, bank " << r.bank_fingerprint.substr(0, 12)
+              << ") for:";
+    for (const auto& o : r.objects) std::cout << " '" << o << "'";
+    std::cout << "\n";
+  }
+  if (r.learned) {
+    std::cout << "stored learned prompts (" << r.learned->convention << "):";
+    const char* separator = " ";
+    for (const auto& s : r.learned->prompts.states) {
+      std::cout << separator << s.name << " " << s.prompts() << " x " << s.tokens() << " from " << s.origin
+                << (s.after.empty() ? "" : " after the " + s.after + " context") << ", suffix \"" << s.suffix << "\"";
+      separator = "; ";
+    }
+    std::cout << "\n";
+    for (const auto& n : r.learned->notes) std::cout << "note: " << n << "\n";
+  }
+}
+
 int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-o") argv[i] = const_cast<char*>("--output");
-  const cli::Args args(argc, argv, {"output", "dtype", "vocab", "vision-heads", "text-heads", "activation", "random", "seed"},
+  const cli::Args args(argc, argv,
+                       {"output", "dtype", "vocab", "vision-heads", "text-heads", "activation", "random", "seed", "prompts",
+                        "categories", "learned-prompts", "learned-normal", "learned-anomaly", "learned-normal-suffix",
+                        "learned-anomaly-suffix", "learned-layout"},
                        {"no-tokenizer"});
   ConvertRequest req;
   req.output = args.get_or("output", "");
@@ -74,6 +157,7 @@ int run(int argc, char** argv) {
   if (auto h = args.get_int("vision-heads", 1, 4096)) req.vision_heads = static_cast<int>(*h);
   if (auto h = args.get_int("text-heads", 1, 4096)) req.text_heads = static_cast<int>(*h);
   if (auto a = args.get("activation")) req.activation = parse_activation(*a, "option --activation");
+  req.prompts = prompt_request(args);
 
   if (auto preset = args.get("random")) {
     require(args.positional().empty(), "--random takes no INPUT");
@@ -89,11 +173,13 @@ int run(int argc, char** argv) {
     }
     opt.source_name = "random " + *preset + " seed " + std::to_string(seed);
     opt.source_format = "random";
-    write_clip_weights(plan, opt, req.output);
+    const PreparedPromptData prompts = prepare_prompt_data(req.prompts, config, !opt.vocab.empty());
+    const PromptDataReport stored = write_clip_weights_with_prompts(plan, opt, req.output, prompts);
     WeightFile(req.output).verify_data_checksum();
     std::cout << "wrote " << req.output << ": random " << *preset << " weights (seed " << seed << "), "
               << (opt.vocab.empty() ? "no tokenizer" : "with tokenizer") << "\n";
     print_config(config);
+    print_prompts(stored);
     std::cout << "note: random weights are for demos and benchmarks; their outputs mean nothing\n";
     return 0;
   }
@@ -113,6 +199,7 @@ int run(int argc, char** argv) {
     for (std::size_t i = 0; i < r.ignored.size() && i < 8; ++i) std::cout << " " << r.ignored[i];
     std::cout << (r.ignored.size() > 8 ? " ..." : "") << "\n";
   }
+  print_prompts(r.prompts);
   std::cout << "wrote " << req.output << ": " << r.tensors << " tensors, matrices " << dtype_name(r.storage) << ", "
             << mib(r.output_bytes) << ", " << (r.tokenizer ? "tokenizer included" : "no tokenizer") << ", checksum verified\n";
   return 0;

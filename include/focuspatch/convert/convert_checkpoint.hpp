@@ -2,14 +2,24 @@
 // From a path a user has (an OpenAI/open_clip checkpoint file, or a Hugging Face model folder) to
 // a verified .fpw file. This is focuspatch-convert without its command line, so programs and tests
 // can convert the same way the tool does.
+//
+// Prompt data can travel in the same file: keyword embeddings of a prompt bank for a list of
+// categories (so a deployment needs no text tower), and learned context vectors from a prompt
+// learning checkpoint. The embeddings need the converted text tower, so the model is written
+// first, loaded, and the file is then written once more with the prompt tensors added: the price
+// is a second pass over the output (reading and re-encoding every tensor; a few seconds for
+// ViT-B, tens for ViT-L), plus the text tower on every bank sentence for every category.
 #include <array>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "focuspatch/anomaly/learned_prompts.hpp"
+#include "focuspatch/anomaly/prompt_bank.hpp"
 #include "focuspatch/convert/clip_converter.hpp"
 #include "focuspatch/convert/source_tensors.hpp"
 #include "focuspatch/core/sha256.hpp"
@@ -17,9 +27,28 @@
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/io/mapped_file.hpp"
 #include "focuspatch/io/weight_file.hpp"
+#include "focuspatch/io/weight_writer.hpp"
+#include "focuspatch/model/clip_model.hpp"
 #include "focuspatch/text/tokenizer.hpp"
 
 namespace focuspatch {
+
+// What to store beside the model; empty = nothing.
+struct PromptDataRequest {
+  std::string bank;                     // keyword bank file (weights/prompts/unified_keywords.txt is the default bank)
+  std::vector<std::string> categories;  // category names or object words; the bank's generic word is always added
+  std::string learned_checkpoint;       // PyTorch or safetensors file holding learned context vectors
+  LearnedPromptImport learned;          // which tensors (expected_width is filled in from the model)
+
+  bool empty() const { return bank.empty() && learned_checkpoint.empty(); }
+};
+
+struct PromptDataReport {
+  std::vector<std::string> objects;  // object words with stored keyword embeddings, generic word last
+  std::size_t keywords = 0;          // per object
+  std::string bank_fingerprint;
+  std::optional<ImportedLearnedPrompts> learned;
+};
 
 struct ConvertRequest {
   std::string input;   // checkpoint file, or a Hugging Face folder (config.json + weights)
@@ -29,6 +58,7 @@ struct ConvertRequest {
   std::optional<Activation> activation;
   std::string vocab;   // bpe_simple_vocab_16e6.txt[.gz], or a folder/vocab.json with merges.txt beside it
   bool no_tokenizer = false;
+  PromptDataRequest prompts;
 };
 
 struct ConvertReport {
@@ -40,8 +70,9 @@ struct ConvertReport {
   std::string prefix;          // stripped from the tensor names, e.g. "state_dict.module."
   std::vector<std::string> notes, ignored;
   DType storage = DType::F32;
-  std::size_t tensors = 0, output_bytes = 0;
+  std::size_t tensors = 0, output_bytes = 0;  // tensors: the model's, without prompt data
   bool tokenizer = false;
+  PromptDataReport prompts;
 };
 
 // The SHA-256 digests in the download URLs of OpenAI's clip/clip.py.
@@ -157,6 +188,96 @@ inline std::optional<ClipTokenizer> load_tokenizer(const ConvertRequest& req, co
 
 }  // namespace detail
 
+// Prompt inputs read and checked before the model is converted, so a typo in the bank or in a
+// tensor name fails at once rather than after a long conversion.
+struct PreparedPromptData {
+  std::optional<PromptBank> bank;
+  std::vector<std::string> objects;  // object words to embed the bank for, the generic word last
+  std::optional<ImportedLearnedPrompts> learned;
+
+  bool empty() const { return !bank && !learned; }
+};
+
+inline PreparedPromptData prepare_prompt_data(const PromptDataRequest& request, const ClipConfig& config, bool has_tokenizer) {
+  PreparedPromptData out;
+  require(request.categories.empty() || !request.bank.empty(), "categories were given without a prompt bank to embed them with");
+  if (!request.bank.empty()) {
+    require(has_tokenizer, request.bank, ": embedding a prompt bank needs the tokenizer, but none is being written ",
+            "(give the vocabulary instead of leaving it out)");
+    out.bank = load_prompt_bank(request.bank);
+    std::vector<std::string> keys;
+    for (const auto& category : request.categories) {
+      const std::string word = object_word_for_category(category);
+      require(!word.empty(), "category '", category, "' is empty");
+      const std::string key = prompt_object_key(word);
+      require(std::find(keys.begin(), keys.end(), key) == keys.end(), "category '", category, "' is given twice");
+      if (key == prompt_object_key(out.bank->generic_object)) continue;  // added below anyway
+      keys.push_back(key);
+      out.objects.push_back(word);
+    }
+    out.objects.push_back(out.bank->generic_object);
+  }
+  if (!request.learned_checkpoint.empty()) {
+    LearnedPromptImport import = request.learned;
+    import.expected_width = config.text.width;
+    out.learned = import_learned_prompts(request.learned_checkpoint, import);
+  }
+  return out;
+}
+
+namespace detail {
+// Writes every metadata entry and tensor of `source` (tensors in their stored dtype, which the
+// fp32 round trip keeps bit for bit) and whatever `add` adds to `target`.
+inline void rewrite_weights(const WeightFile& source, const std::string& target, const std::function<void(WeightWriter&)>& add) {
+  WeightWriter w;
+  for (const auto& [key, value] : source.metadata()) w.set_meta(key, value);
+  for (const auto& name : source.tensor_names()) {
+    const TensorView& view = source.tensor(name);
+    w.add_tensor(name, view.dtype, view.shape, [&view] { return FloatTensor::from_view(view); });
+  }
+  add(w);
+  w.write(target);
+}
+
+struct RemoveOnExit {
+  std::filesystem::path path;
+  ~RemoveOnExit() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+};
+}  // namespace detail
+
+// Writes the model as write_clip_weights does, plus the prepared prompt data: keyword embeddings
+// of the bank for every object word, computed with the converted text tower, and the learned
+// context vectors. Without prompt data this is write_clip_weights.
+inline PromptDataReport write_clip_weights_with_prompts(const ConversionPlan& plan, const ConvertOptions& opt,
+                                                        const std::string& path, const PreparedPromptData& data) {
+  PromptDataReport report;
+  if (data.empty()) {
+    write_clip_weights(plan, opt, path);
+    return report;
+  }
+  const detail::RemoveOnExit model_only{path + ".model-only"};
+  write_clip_weights(plan, opt, model_only.path.string());
+  std::vector<KeywordEmbeddings> embeddings;
+  if (data.bank) {
+    ClipModel<> model(model_only.path.string());
+    const TextEncoder encode = [&model](std::span<const std::string> texts) { return model.encode_texts(texts); };
+    for (const auto& object : data.objects) embeddings.push_back(compute_keyword_embeddings(*data.bank, object, encode));
+    report.objects = data.objects;
+    report.keywords = data.bank->keywords.size();
+    report.bank_fingerprint = data.bank->fingerprint();
+  }
+  report.learned = data.learned;
+  const WeightFile model(model_only.path.string());
+  detail::rewrite_weights(model, path, [&](WeightWriter& w) {
+    for (const auto& e : embeddings) add_keyword_embeddings(w, e);
+    if (data.learned) add_learned_prompts(w, data.learned->prompts);
+  });
+  return report;
+}
+
 inline ConvertReport convert_clip_checkpoint(const ConvertRequest& req) {
   namespace fs = std::filesystem;
   require(!req.output.empty(), "convert: no output path given");
@@ -234,19 +355,23 @@ inline ConvertReport convert_clip_checkpoint(const ConvertRequest& req) {
     report.tokenizer = true;
   }
 
+  const PreparedPromptData prompt_data = prepare_prompt_data(req.prompts, plan.config, tokenizer.has_value());
+
   report.source_sha256 = detail::sha256_of_files(weight_files);
   report.official_model = official_openai_model(report.source_sha256);
   opt.source_name = fs::path(req.input).filename().string();
   opt.source_sha256 = report.source_sha256;
   opt.source_format = report.source_format;
-  write_clip_weights(plan, opt, req.output);
+  report.prompts = write_clip_weights_with_prompts(plan, opt, req.output, prompt_data);
 
   // Read back what was written, so a bad file is caught here and not on a production line.
   const WeightFile written(req.output);
   written.verify_data_checksum();
   const ClipConfig reread = ClipConfig::load(written);
-  require(reread.vision.width == plan.config.vision.width && written.tensor_names().size() == plan.tensors.size(), req.output,
-          ": the written file does not read back as what was converted");
+  const auto model_tensors = std::count_if(written.tensor_names().begin(), written.tensor_names().end(),
+                                           [](const std::string& name) { return !name.starts_with("prompts."); });
+  require(reread.vision.width == plan.config.vision.width && static_cast<std::size_t>(model_tensors) == plan.tensors.size(),
+          req.output, ": the written file does not read back as what was converted");
   report.config = plan.config;
   report.notes = plan.notes;
   report.ignored = plan.ignored;
