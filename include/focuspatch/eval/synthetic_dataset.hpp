@@ -636,16 +636,6 @@ inline Image to_image(const std::vector<Rgb>& colour, int size) {
 }
 
 // MVTec AD's masks are single-channel PNGs; write_png only writes RGB or RGBA.
-inline void write_mask_png(const std::string& path, int size, const std::vector<std::uint8_t>& mask) {
-  require(mask.size() == static_cast<std::size_t>(size) * static_cast<std::size_t>(size), path, ": mask holds ",
-          mask.size(), " bytes for a ", size, "x", size, " image");
-  errno = 0;
-  if (!stbi_write_png(path.c_str(), size, size, 1, mask.data(), size)) {
-    const int err = errno;
-    fail(path, ": cannot write PNG (", err ? std::strerror(err) : "encoder failed", ")");
-  }
-}
-
 inline void make_folder(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -794,7 +784,7 @@ inline std::vector<SyntheticCategoryCounts> write_synthetic_dataset(const std::f
         const SyntheticSample s =
             render_synthetic_sample(category, SyntheticSplit::test, defect.name, i, options.image_size, options.seed);
         write_png((images / numbered(i, ".png")).string(), s.image);
-        write_mask_png((masks / numbered(i, "_mask.png")).string(), options.image_size, s.mask);
+        write_grey_png((masks / numbered(i, "_mask.png")).string(), options.image_size, options.image_size, s.mask);
       }
       counts.test_defects.emplace_back(std::string(defect.name), options.test_per_defect);
     }

@@ -240,4 +240,15 @@ inline void write_png(const std::string& path, const Image& img) {
   }
 }
 
+// Writes one 8-bit channel (a mask, a grey map) as a greyscale PNG, as MVTec AD stores its masks.
+inline void write_grey_png(const std::string& path, int width, int height, std::span<const std::uint8_t> values) {
+  require(width > 0 && height > 0 && values.size() == static_cast<std::size_t>(width) * static_cast<std::size_t>(height), path,
+          ": ", values.size(), " grey values for a ", width, "x", height, " image");
+  errno = 0;
+  if (!stbi_write_png(path.c_str(), width, height, 1, values.data(), width)) {
+    const int err = errno;
+    fail(path, ": cannot write PNG (", err ? std::strerror(err) : "encoder failed", ")");
+  }
+}
+
 }  // namespace focuspatch

@@ -102,6 +102,9 @@ class WeightFile {
     return t;
   }
 
+  // The data section's CRC-32 as the header records it: identifies the weights' content cheaply.
+  std::uint32_t data_checksum() const { return data_crc_; }
+
   // Recomputes the data section's CRC-32 (one pass over the file) and compares with the header's.
   void verify_data_checksum() const {
     const std::uint32_t actual = crc32(file_.bytes().subspan(data_offset_, data_size_));

@@ -1,0 +1,272 @@
+#pragma once
+// FocusPatch AD end to end: one CLIP model and one unified memory bank serve every category.
+//
+//   image -> CLIP (direct resize to the model's resolution, so no border is cropped away)
+//         -> global embedding: routes the image to its category (the category is not given)
+//         -> patch tokens of several blocks, each through ln_post and the projection
+//              -> visual map: distance of each patch to the nearest normal patch of the category
+//         -> patch tokens of the value-value path (or the final tokens)
+//              -> text map and focused keyword score against the unified keyword prompts
+//         -> fused map, upsampled bilinearly to the input resolution, Gaussian-smoothed
+//         -> image score from the fused map's top pixels and the focused text score
+//
+// The paper leaves the fusion weights open; ours are options with documented defaults.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "focuspatch/anomaly/anomaly_map.hpp"
+#include "focuspatch/anomaly/memory_bank.hpp"
+#include "focuspatch/anomaly/patch_focus.hpp"
+#include "focuspatch/anomaly/prompt_bank.hpp"
+#include "focuspatch/io/image.hpp"
+#include "focuspatch/io/preprocess.hpp"
+#include "focuspatch/io/resample.hpp"
+#include "focuspatch/model/clip_model.hpp"
+
+namespace focuspatch {
+
+struct DetectorOptions {
+  // Blocks (0-based) whose projected patch tokens make the visual memory; empty: the blocks at
+  // one half, three quarters and the end of the image tower, where patch tokens still carry local
+  // detail but already live near the joint space.
+  std::vector<int> feature_layers;
+  // Last blocks run with the value-value attention path for the text map; -1: half the blocks;
+  // 0: use the ordinary final patch tokens.
+  int value_value_blocks = -1;
+  FocusOptions focus;
+  bool suppress_background = true;  // free-variation weights from the normal shots (needs >= 2 shots)
+  double text_weight = 0.5;         // fused map = w * text map + (1 - w) * visual map / 2
+  double text_score_weight = 0.5;   // image score = w * focused text score + (1 - w) * top of fused map
+  double image_top_fraction = 0.01; // share of the fused map's pixels whose mean is its top score
+  double sigma = 4.0;               // Gaussian smoothing of the upsampled map, in pixels
+  int batch_size = 8;
+};
+
+struct ImageFeatures {
+  std::vector<float> global;               // [D] image embedding
+  std::vector<FloatTensor> layer_patches;  // per feature layer: [P, D], CLS removed
+  FloatTensor text_patches;                // [P, D] patches compared with the keywords
+};
+
+struct Detection {
+  CategoryRoute route;
+  float image_score = 0, text_score = 0, visual_score = 0;
+  AnomalyMap map;                          // fused, at the model's input resolution
+  AnomalyMap text_map, visual_map;         // patch grids, before fusion
+  std::vector<FocusedKeyword> top_keywords;
+};
+
+template <class Backend = CpuBackend>
+class Detector {
+ public:
+  // The model must outlive the detector. weights_id ties memory banks to these weights.
+  Detector(ClipModel<Backend>& model, DetectorOptions options = {})
+      : model_(model), options_(std::move(options)), memory_(resolve_layers(model.config(), options_), model.config().embed_dim,
+                                                              weights_id(model)) {
+    const int layers = model.config().vision.layers;
+    if (options_.value_value_blocks < 0) options_.value_value_blocks = std::max(1, layers / 2);
+    require(options_.value_value_blocks <= layers, "detector: ", options_.value_value_blocks, " value-value blocks requested but the ",
+            "image tower has ", layers);
+    options_.feature_layers.assign(memory_.layers().begin(), memory_.layers().end());
+    require(options_.text_weight >= 0 && options_.text_weight <= 1 && options_.text_score_weight >= 0 && options_.text_score_weight <= 1,
+            "detector: fusion weights must lie in [0, 1]");
+    require(options_.batch_size > 0, "detector: batch size must be positive");
+  }
+
+  const DetectorOptions& options() const { return options_; }
+  ClipModel<Backend>& model() { return model_; }
+  MemoryBank& memory() { return memory_; }
+  const MemoryBank& memory() const { return memory_; }
+  int resolution() const { return model_.config().vision.image_size; }
+
+  // Identifies the weights' content (the data section's CRC-32 and size, as recorded in the file),
+  // so a memory bank built with other weights is refused when loaded.
+  static std::string weights_id(const ClipModel<Backend>& model) {
+    const auto& f = model.weights();
+    char crc[16];
+    std::snprintf(crc, sizeof crc, "%08x", static_cast<unsigned>(f.data_checksum()));
+    return "fpw-crc32:" + std::string(crc) + ":" + std::to_string(f.file_size());
+  }
+  void set_memory(MemoryBank bank) {
+    require(bank.layers() == memory_.layers(), "detector: the memory bank was built from blocks other than this detector's");
+    memory_ = std::move(bank);
+    background_.clear();
+  }
+
+  // ---- keywords --------------------------------------------------------------------------------
+  // stored_first: keyword embeddings stored in the weight file win even when they were computed
+  // from another bank (for a built-in default bank that should not override what was deployed).
+  void set_prompt_bank(PromptBank bank, bool stored_first = false) {
+    bank_ = std::move(bank);
+    stored_first_ = stored_first;
+    keywords_.clear();
+  }
+  void set_keywords(const std::string& category, KeywordEmbeddings keywords) {
+    keywords.validate("keywords of " + category);
+    require(keywords.dim() == model_.config().embed_dim, "detector: keywords of ", category, " have width ", keywords.dim(),
+            ", the model's embeddings ", model_.config().embed_dim);
+    keywords_[category] = std::move(keywords);
+  }
+  // The category's keyword embeddings: set explicitly, else stored in the weight file for its
+  // object word (when they match the bank in use), else computed with the text tower.
+  const KeywordEmbeddings& keywords(const std::string& category) {
+    auto it = keywords_.find(category);
+    if (it != keywords_.end()) return it->second;
+    const std::string word = object_word_for_category(category);
+    const auto& file = model_.weights();
+    if (has_keyword_embeddings(file, word)) {
+      KeywordEmbeddings stored = load_keyword_embeddings(file, word);
+      if (!bank_ || stored_first_ || stored.bank_fingerprint == bank_->fingerprint()) return keywords_[category] = std::move(stored);
+    }
+    require(bank_.has_value(), model_.weights().path(), ": holds no keyword embeddings for '", word,
+            "' and no prompt bank was given to compute them");
+    require(model_.has_tokenizer(), model_.weights().path(), ": no tokenizer to encode the prompt bank; convert with --vocab");
+    KeywordEmbeddings computed =
+        compute_keyword_embeddings(*bank_, word, [this](std::span<const std::string> texts) { return model_.encode_texts(texts); });
+    return keywords_[category] = std::move(computed);
+  }
+
+  // ---- features --------------------------------------------------------------------------------
+  // Resizes straight to the model's square input (no crop: a defect at the border must stay in
+  // view) and normalizes with the model's mean and std.
+  void preprocess_into(const Image& image, float* out) const {
+    const int n = resolution();
+    const Image resized = image.width == n && image.height == n ? image : resize_bicubic(image, n, n);
+    normalize_to_chw(resized, model_.config().image_mean, model_.config().image_std, out);
+  }
+
+  std::vector<ImageFeatures> encode(std::span<const Image> images) {
+    std::vector<ImageFeatures> out;
+    out.reserve(images.size());
+    const int n = resolution();
+    const std::int64_t D = model_.config().embed_dim;
+    VisionRequest request;
+    request.patch_tokens = options_.value_value_blocks == 0;
+    request.projected_layers = options_.feature_layers;
+    request.value_value_blocks = options_.value_value_blocks;
+    for (std::size_t begin = 0; begin < images.size(); begin += static_cast<std::size_t>(options_.batch_size)) {
+      const auto count = static_cast<std::int64_t>(std::min<std::size_t>(static_cast<std::size_t>(options_.batch_size), images.size() - begin));
+      std::vector<float> pixels(static_cast<std::size_t>(count) * 3 * static_cast<std::size_t>(n) * static_cast<std::size_t>(n));
+      for (std::int64_t b = 0; b < count; ++b)
+        preprocess_into(images[begin + static_cast<std::size_t>(b)], pixels.data() + b * 3 * n * n);
+      const VisionOutput v = model_.encode_images(pixels, count, request);
+      const FloatTensor& text_source = options_.value_value_blocks > 0 ? v.value_value_tokens : v.patch_tokens;
+      for (std::int64_t b = 0; b < count; ++b) {
+        ImageFeatures f;
+        f.global.assign(v.image_embeddings.data() + b * D, v.image_embeddings.data() + (b + 1) * D);
+        for (int layer : options_.feature_layers) f.layer_patches.push_back(drop_cls(v.projected_layers.at(layer), b));
+        f.text_patches = drop_cls(text_source, b);
+        out.push_back(std::move(f));
+      }
+    }
+    return out;
+  }
+
+  // ---- few-shot memory -------------------------------------------------------------------------
+  void add_normal(const std::string& category, std::span<const Image> shots, std::span<const std::string> names) {
+    require(shots.size() == names.size(), "detector: ", shots.size(), " shots but ", names.size(), " names");
+    const auto features = encode(shots);
+    for (std::size_t i = 0; i < features.size(); ++i) memory_.add_shot(category, features[i].layer_patches, features[i].global, names[i]);
+    background_.erase(category);
+  }
+
+  // ---- detection -------------------------------------------------------------------------------
+  std::vector<Detection> detect(std::span<const Image> images) {
+    require(!memory_.empty(), "detector: the memory bank is empty; add normal shots first");
+    const auto features = encode(images);
+    std::vector<Detection> out;
+    out.reserve(features.size());
+    for (const auto& f : features) out.push_back(detect_features(f));
+    return out;
+  }
+
+  Detection detect_features(const ImageFeatures& f, const std::optional<std::string>& category = std::nullopt) {
+    Detection d;
+    if (category) {
+      d.route.category = *category;
+      const auto sims = memory_.category_similarities(f.global);
+      for (const auto& [name, sim] : sims)
+        if (name == *category) d.route.similarity = sim;
+    } else {
+      d.route = memory_.route(f.global);
+    }
+    const std::string& cat = d.route.category;
+    const std::int64_t P = f.text_patches.dim(0);
+    const auto g = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(P))));
+
+    const std::vector<float> distances = memory_.nearest_distances(cat, f.layer_patches);
+    d.visual_map = AnomalyMap(g, g, distances);
+
+    const KeywordEmbeddings& kw = keywords(cat);
+    const std::vector<float>& weights = background_weights(cat, P);
+    const FocusResult focus = focus_patches(f.text_patches, kw, logit_multiplier(model_.config().logit_scale), options_.focus, weights);
+    d.text_map = AnomalyMap::from_tensor(focus.anomaly_map);
+    d.text_score = focus.image_score;
+    d.top_keywords = focus.top_keywords(3);
+
+    AnomalyMap fused(g, g);
+    const auto w = static_cast<float>(options_.text_weight);
+    for (std::size_t i = 0; i < fused.values.size(); ++i) {
+      // Distances are 1 - cosine in [0, 2]; halving puts them on the probabilities' [0, 1] scale.
+      fused.values[i] = w * d.text_map.values[i] + (1.0f - w) * 0.5f * d.visual_map.values[i];
+      if (!weights.empty()) fused.values[i] *= weights[i];
+    }
+    const int n = resolution();
+    d.map = upsample_and_smooth(fused, n, n, options_.sigma);
+    d.visual_score = image_score_top_fraction(upsample_bilinear(d.visual_map, n, n), options_.image_top_fraction);
+    const float map_top = image_score_top_fraction(d.map, options_.image_top_fraction);
+    d.image_score = static_cast<float>(options_.text_score_weight * d.text_score + (1.0 - options_.text_score_weight) * map_top);
+    return d;
+  }
+
+ private:
+  static std::vector<std::int64_t> resolve_layers(const ClipConfig& c, const DetectorOptions& o) {
+    std::vector<int> layers = o.feature_layers;
+    const int L = c.vision.layers;
+    if (layers.empty()) layers = {std::max(0, L / 2 - 1), std::max(0, 3 * L / 4 - 1), L - 1};
+    std::vector<std::int64_t> out;
+    for (int l : layers) {
+      require(l >= 0 && l < L, "detector: feature block ", l, " does not exist (the image tower has blocks 0..", L - 1, ")");
+      if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+    }
+    return out;
+  }
+
+  static FloatTensor drop_cls(const FloatTensor& tokens, std::int64_t b) {
+    const std::int64_t T = tokens.dim(1), D = tokens.dim(2);
+    FloatTensor out({T - 1, D});
+    std::copy_n(tokens.data() + (b * T + 1) * D, (T - 1) * D, out.data());
+    return out;
+  }
+
+  // Free-variation weights of the category's shots (computed once; none with fewer than 2 shots).
+  const std::vector<float>& background_weights(const std::string& category, std::int64_t P) {
+    static const std::vector<float> none;
+    if (!options_.suppress_background) return none;
+    auto it = background_.find(category);
+    if (it != background_.end()) return it->second;
+    const std::int64_t D = memory_.feature_dim();
+    const auto patches = memory_.patches(category, memory_.layers().size() - 1);
+    const std::int64_t shots = static_cast<std::int64_t>(patches.size()) / (P * D);
+    std::vector<float> w;
+    if (shots >= 2 && shots * P * D == static_cast<std::int64_t>(patches.size()))
+      w = free_variation_weights(FloatTensor({shots, P, D}, std::vector<float>(patches.begin(), patches.end())));
+    return background_[category] = std::move(w);
+  }
+
+  ClipModel<Backend>& model_;
+  DetectorOptions options_;
+  MemoryBank memory_;
+  std::optional<PromptBank> bank_;
+  bool stored_first_ = false;
+  std::map<std::string, KeywordEmbeddings> keywords_;
+  std::map<std::string, std::vector<float>> background_;
+};
+
+}  // namespace focuspatch
