@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include "focuspatch/anomaly/detector.hpp"
+#include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/convert/random_clip.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
+#include "test_paths.hpp"
 
 using namespace focuspatch;
 namespace fs = std::filesystem;
@@ -175,4 +177,41 @@ TEST_CASE("the detector explains what it is missing") {
   CHECK_THROWS_WITH_AS(Detector<>(model, bad), doctest::Contains("feature block 5 does not exist"), Error);
   KeywordEmbeddings wrong = hand_keywords(8);
   CHECK_THROWS_WITH_AS(d.set_keywords("washer", wrong), doctest::Contains("width 8"), Error);
+}
+
+TEST_CASE("learned prompt contexts stored in the weights join the keywords as extra rows") {
+  if (!test::have_shared_vocab()) {
+    MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent");
+    return;
+  }
+  const ClipTokenizer tok = ClipTokenizer::from_openai_file(test::shared_vocab_path().string());
+  ConvertOptions opt;
+  opt.vocab = tok.vocab();
+  opt.merges = tok.merges();
+  PreparedPromptData data;
+  ImportedLearnedPrompts learned;
+  learned.prompts.source = "hand-made";
+  for (const auto& [name, kind] : {std::pair{"normal", KeywordKind::Normal}, std::pair{"anomaly", KeywordKind::Anomaly}}) {
+    LearnedState s;
+    s.name = name;
+    s.kind = kind;
+    s.context = FloatTensor({2, 3, 64});
+    for (std::int64_t i = 0; i < s.context.numel(); ++i) s.context.data()[i] = 0.02f * static_cast<float>((i * 7 + (kind == KeywordKind::Normal ? 1 : 5)) % 11) - 0.1f;
+    learned.prompts.states.push_back(std::move(s));
+  }
+  data.learned = learned;
+  const fs::path path = fs::temp_directory_path() / ("focuspatch_test_detector_" + std::to_string(::getpid()) + "_learned.fpw");
+  write_clip_weights_with_prompts(random_clip_plan(clip_preset("tiny"), 11), opt, path.string(), data);
+  ClipModel<> model(path.string());
+  Detector<> d(model);
+  d.set_prompt_bank(parse_prompt_bank("[object]\nobject\n[templates]\na photo of a {state} {object}.\n[normal]\nflawless\n[anomaly]\nscratched\n", "tiny bank"));
+  const KeywordEmbeddings& kw = d.keywords("metal_nut");
+  REQUIRE(kw.names.size() == 4);
+  CHECK(kw.names[2] == "learned normal");
+  CHECK(kw.names[3] == "learned anomaly");
+  CHECK(kw.kinds[3] == KeywordKind::Anomaly);
+  // The learned rows are what learned_state_embeddings gives for the category's object word.
+  const KeywordEmbeddings direct = learned_state_embeddings(model, load_learned_prompts(model.weights()), "metal nut");
+  for (std::int64_t i = 0; i < direct.matrix.numel(); ++i) CHECK(kw.matrix.data()[2 * 32 + i] == doctest::Approx(direct.matrix.data()[i]));
+  fs::remove(path);
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "focuspatch/anomaly/anomaly_map.hpp"
+#include "focuspatch/anomaly/learned_prompts.hpp"
 #include "focuspatch/anomaly/memory_bank.hpp"
 #include "focuspatch/anomaly/patch_focus.hpp"
 #include "focuspatch/anomaly/prompt_bank.hpp"
@@ -114,22 +115,19 @@ class Detector {
     keywords_[category] = std::move(keywords);
   }
   // The category's keyword embeddings: set explicitly, else stored in the weight file for its
-  // object word (when they match the bank in use), else computed with the text tower.
+  // object word (when they match the bank in use), else computed with the text tower. Learned
+  // prompt contexts stored in the weight file join them as extra normal/anomaly rows.
   const KeywordEmbeddings& keywords(const std::string& category) {
     auto it = keywords_.find(category);
     if (it != keywords_.end()) return it->second;
-    const std::string word = object_word_for_category(category);
+    KeywordEmbeddings kw = bank_keywords(category);
     const auto& file = model_.weights();
-    if (has_keyword_embeddings(file, word)) {
-      KeywordEmbeddings stored = load_keyword_embeddings(file, word);
-      if (!bank_ || stored_first_ || stored.bank_fingerprint == bank_->fingerprint()) return keywords_[category] = std::move(stored);
+    if (has_learned_prompts(file)) {
+      require(model_.has_tokenizer(), file.path(), ": learned prompts need the tokenizer for their object word; convert with --vocab");
+      if (!learned_) learned_ = load_learned_prompts(file);
+      kw = append_keywords(std::move(kw), learned_state_embeddings(model_, *learned_, object_word_for_category(category)));
     }
-    require(bank_.has_value(), model_.weights().path(), ": holds no keyword embeddings for '", word,
-            "' and no prompt bank was given to compute them");
-    require(model_.has_tokenizer(), model_.weights().path(), ": no tokenizer to encode the prompt bank; convert with --vocab");
-    KeywordEmbeddings computed =
-        compute_keyword_embeddings(*bank_, word, [this](std::span<const std::string> texts) { return model_.encode_texts(texts); });
-    return keywords_[category] = std::move(computed);
+    return keywords_[category] = std::move(kw);
   }
 
   // ---- features --------------------------------------------------------------------------------
@@ -226,6 +224,29 @@ class Detector {
   }
 
  private:
+  KeywordEmbeddings bank_keywords(const std::string& category) {
+    const std::string word = object_word_for_category(category);
+    const auto& file = model_.weights();
+    if (has_keyword_embeddings(file, word)) {
+      KeywordEmbeddings stored = load_keyword_embeddings(file, word);
+      if (!bank_ || stored_first_ || stored.bank_fingerprint == bank_->fingerprint()) return stored;
+    }
+    require(bank_.has_value(), file.path(), ": holds no keyword embeddings for '", word, "' and no prompt bank was given to compute them");
+    require(model_.has_tokenizer(), file.path(), ": no tokenizer to encode the prompt bank; convert with --vocab");
+    return compute_keyword_embeddings(*bank_, word, [this](std::span<const std::string> texts) { return model_.encode_texts(texts); });
+  }
+
+  static KeywordEmbeddings append_keywords(KeywordEmbeddings a, const KeywordEmbeddings& b) {
+    require(a.dim() == b.dim(), "detector: keyword embeddings of width ", a.dim(), " and ", b.dim(), " cannot be combined");
+    FloatTensor m({a.matrix.dim(0) + b.matrix.dim(0), a.dim()});
+    std::copy(b.matrix.values().begin(), b.matrix.values().end(),
+              std::copy(a.matrix.values().begin(), a.matrix.values().end(), m.data()));
+    a.matrix = std::move(m);
+    a.names.insert(a.names.end(), b.names.begin(), b.names.end());
+    a.kinds.insert(a.kinds.end(), b.kinds.begin(), b.kinds.end());
+    return a;
+  }
+
   static std::vector<std::int64_t> resolve_layers(const ClipConfig& c, const DetectorOptions& o) {
     std::vector<int> layers = o.feature_layers;
     const int L = c.vision.layers;
@@ -265,6 +286,7 @@ class Detector {
   MemoryBank memory_;
   std::optional<PromptBank> bank_;
   bool stored_first_ = false;
+  std::optional<LearnedPrompts> learned_;
   std::map<std::string, KeywordEmbeddings> keywords_;
   std::map<std::string, std::vector<float>> background_;
 };
