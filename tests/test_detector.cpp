@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <unistd.h>
 
 #include "focuspatch/anomaly/detector.hpp"
@@ -214,4 +215,36 @@ TEST_CASE("learned prompt contexts stored in the weights join the keywords as ex
   const KeywordEmbeddings direct = learned_state_embeddings(model, load_learned_prompts(model.weights()), "metal nut");
   for (std::int64_t i = 0; i < direct.matrix.numel(); ++i) CHECK(kw.matrix.data()[2 * 32 + i] == doctest::Approx(direct.matrix.data()[i]));
   fs::remove(path);
+}
+
+TEST_CASE("a prepared detector gives the same detections from several threads at once") {
+  ClipModel<> model(tiny_weights());
+  Detector<> d = make_detector(model);
+  d.prepare();
+  std::vector<Image> images;
+  for (int i = 0; i < 6; ++i) images.push_back(sample(i % 2 ? "weave" : "washer", i % 3 ? "scratch" : "good", i + (i % 3 ? 0 : 100)));
+  Detector<>::Workspace ws;
+  const Detector<>& shared = d;
+  std::vector<Detection> single;
+  for (const auto& img : images) single.push_back(shared.detect(std::span<const Image>(&img, 1), ws).front());
+  std::vector<std::vector<Detection>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < per_thread.size(); ++t)
+    threads.emplace_back([&, t] {
+      Detector<>::Workspace own;
+      for (int round = 0; round < 2; ++round)
+        for (const auto& img : images) {
+          auto r = shared.detect(std::span<const Image>(&img, 1), own).front();
+          if (round == 1) per_thread[t].push_back(std::move(r));
+        }
+    });
+  for (auto& th : threads) th.join();
+  for (const auto& results : per_thread) {
+    REQUIRE(results.size() == single.size());
+    for (std::size_t i = 0; i < single.size(); ++i) {
+      CHECK(results[i].route.category == single[i].route.category);
+      CHECK(results[i].image_score == single[i].image_score);
+      CHECK(results[i].map.values == single[i].map.values);
+    }
+  }
 }

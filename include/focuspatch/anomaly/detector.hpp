@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "focuspatch/anomaly/anomaly_map.hpp"
@@ -63,9 +64,17 @@ struct Detection {
   std::vector<FocusedKeyword> top_keywords;
 };
 
+// Thread safety: building (add_normal, set_memory, set_keywords, set_prompt_bank) and the first
+// detection of a category, which computes its keywords and background weights, change the
+// detector. After prepare(), the overloads taking a Workspace are const and may run from several
+// threads at once, each thread with its own Workspace.
 template <class Backend = CpuBackend>
 class Detector {
  public:
+  struct Workspace {
+    typename ClipModel<Backend>::Workspace clip;
+  };
+
   // The model must outlive the detector. weights_id ties memory banks to these weights.
   Detector(ClipModel<Backend>& model, DetectorOptions options = {})
       : model_(model), options_(std::move(options)), memory_(resolve_layers(model.config(), options_), model.config().embed_dim,
@@ -139,7 +148,8 @@ class Detector {
     normalize_to_chw(resized, model_.config().image_mean, model_.config().image_std, out);
   }
 
-  std::vector<ImageFeatures> encode(std::span<const Image> images) {
+  std::vector<ImageFeatures> encode(std::span<const Image> images) { return encode(images, own_); }
+  std::vector<ImageFeatures> encode(std::span<const Image> images, Workspace& ws) const {
     std::vector<ImageFeatures> out;
     out.reserve(images.size());
     const int n = resolution();
@@ -153,7 +163,7 @@ class Detector {
       std::vector<float> pixels(static_cast<std::size_t>(count) * 3 * static_cast<std::size_t>(n) * static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < count; ++b)
         preprocess_into(images[begin + static_cast<std::size_t>(b)], pixels.data() + b * 3 * n * n);
-      const VisionOutput v = model_.encode_images(pixels, count, request);
+      const VisionOutput v = std::as_const(model_).encode_images(pixels, count, request, ws.clip);
       const FloatTensor& text_source = options_.value_value_blocks > 0 ? v.value_value_tokens : v.patch_tokens;
       for (std::int64_t b = 0; b < count; ++b) {
         ImageFeatures f;
@@ -175,9 +185,22 @@ class Detector {
   }
 
   // ---- detection -------------------------------------------------------------------------------
+  // Computes what detection needs per category (keywords, background weights) for every
+  // category in the memory bank, so that the const detect overloads can run concurrently.
+  void prepare() {
+    for (const auto& c : memory_.categories()) {
+      keywords(c);
+      background_weights_for(c);
+    }
+  }
+
   std::vector<Detection> detect(std::span<const Image> images) {
+    prepare();
+    return detect(images, own_);
+  }
+  std::vector<Detection> detect(std::span<const Image> images, Workspace& ws) const {
     require(!memory_.empty(), "detector: the memory bank is empty; add normal shots first");
-    const auto features = encode(images);
+    const auto features = encode(images, ws);
     std::vector<Detection> out;
     out.reserve(features.size());
     for (const auto& f : features) out.push_back(detect_features(f));
@@ -185,6 +208,10 @@ class Detector {
   }
 
   Detection detect_features(const ImageFeatures& f, const std::optional<std::string>& category = std::nullopt) {
+    prepare();
+    return std::as_const(*this).detect_features(f, category);
+  }
+  Detection detect_features(const ImageFeatures& f, const std::optional<std::string>& category = std::nullopt) const {
     Detection d;
     if (category) {
       d.route.category = *category;
@@ -201,8 +228,8 @@ class Detector {
     const std::vector<float> distances = memory_.nearest_distances(cat, f.layer_patches);
     d.visual_map = AnomalyMap(g, g, distances);
 
-    const KeywordEmbeddings& kw = keywords(cat);
-    const std::vector<float>& weights = background_weights(cat, P);
+    const KeywordEmbeddings& kw = prepared(keywords_, cat, "keywords");
+    const std::vector<float>& weights = prepared(background_, cat, "background weights");
     const FocusResult focus = focus_patches(f.text_patches, kw, logit_multiplier(model_.config().logit_scale), options_.focus, weights);
     d.text_map = AnomalyMap::from_tensor(focus.anomaly_map);
     d.text_score = focus.image_score;
@@ -267,18 +294,25 @@ class Detector {
   }
 
   // Free-variation weights of the category's shots (computed once; none with fewer than 2 shots).
-  const std::vector<float>& background_weights(const std::string& category, std::int64_t P) {
-    static const std::vector<float> none;
-    if (!options_.suppress_background) return none;
+  // Every shot contributes the same number of patches, one grid per shot.
+  const std::vector<float>& background_weights_for(const std::string& category) {
     auto it = background_.find(category);
     if (it != background_.end()) return it->second;
-    const std::int64_t D = memory_.feature_dim();
-    const auto patches = memory_.patches(category, memory_.layers().size() - 1);
-    const std::int64_t shots = static_cast<std::int64_t>(patches.size()) / (P * D);
     std::vector<float> w;
-    if (shots >= 2 && shots * P * D == static_cast<std::int64_t>(patches.size()))
+    const std::int64_t D = memory_.feature_dim();
+    const std::int64_t shots = memory_.shot_count(category);
+    const auto patches = memory_.patches(category, memory_.layers().size() - 1);
+    const std::int64_t P = shots > 0 ? static_cast<std::int64_t>(patches.size()) / (shots * D) : 0;
+    if (options_.suppress_background && shots >= 2 && shots * P * D == static_cast<std::int64_t>(patches.size()))
       w = free_variation_weights(FloatTensor({shots, P, D}, std::vector<float>(patches.begin(), patches.end())));
     return background_[category] = std::move(w);
+  }
+
+  template <class Map>
+  static const typename Map::mapped_type& prepared(const Map& map, const std::string& category, const char* what) {
+    auto it = map.find(category);
+    require(it != map.end(), "detector: no ", what, " for category '", category, "'; call prepare() after adding shots");
+    return it->second;
   }
 
   ClipModel<Backend>& model_;
@@ -287,6 +321,7 @@ class Detector {
   std::optional<PromptBank> bank_;
   bool stored_first_ = false;
   std::optional<LearnedPrompts> learned_;
+  Workspace own_;
   std::map<std::string, KeywordEmbeddings> keywords_;
   std::map<std::string, std::vector<float>> background_;
 };
