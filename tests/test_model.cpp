@@ -13,6 +13,7 @@
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/model/clip_model.hpp"
 #include "cli_support.hpp"
+#include "clip_case.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -54,21 +55,8 @@ void check_close(const FloatTensor& got, const FloatTensor& ref, const std::stri
   CHECK(a.min_cosine >= cosine);
 }
 
-struct Case {
-  std::string name;
-  fs::path dir;
-  json::Value manifest;
-  int get(const char* key) const { return static_cast<int>(manifest.at(key).as_int64()); }
-};
-
-Case load_case(const std::string& name) {
-  Case c;
-  c.name = name;
-  c.dir = test::fixtures_dir() / "clip" / name;
-  MappedFile m((c.dir / "manifest.json").string());
-  c.manifest = json::parse(std::string_view(reinterpret_cast<const char*>(m.bytes().data()), m.size()), m.path());
-  return c;
-}
+using test::Case;
+using test::load_case;
 
 using test::TempDir;
 

@@ -1,11 +1,28 @@
 #pragma once
 // Where tests find committed fixtures and the shared material beside the project.
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 namespace focuspatch::test {
 
 inline std::filesystem::path fixtures_dir() { return FOCUSPATCH_FIXTURES_DIR; }
+
+// A checkpoint-reader fixture (tests/fixtures/readers, made by gen_reader_fixtures.py).
+inline std::string reader_fixture(const std::string& name) { return (fixtures_dir() / "readers" / name).string(); }
+
+// A file's bytes, for tests that corrupt them before parsing.
+inline std::vector<std::byte> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chars{std::istreambuf_iterator<char>(in), {}};
+  std::vector<std::byte> out(chars.size());
+  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
+  return out;
+}
 
 // CLIP's real BPE vocabulary lives in ../shared/clip beside the project; tests that need it skip
 // when it is absent rather than fail.

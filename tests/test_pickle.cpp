@@ -17,15 +17,8 @@ using namespace focuspatch;
 using pickle::Kind;
 
 namespace {
-std::string fixture(const std::string& name) { return (test::fixtures_dir() / "readers" / name).string(); }
-
-std::vector<std::byte> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars{std::istreambuf_iterator<char>(in), {}};
-  std::vector<std::byte> out(chars.size());
-  std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
+using test::file_bytes;
+std::string fixture(const std::string& name) { return test::reader_fixture(name); }
 
 std::vector<std::byte> bytes_of(std::string_view s) {
   std::vector<std::byte> out(s.size());
@@ -54,7 +47,7 @@ const pickle::Value& at(const pickle::Value& dict, std::string_view key) {
 TEST_CASE("CPython's pickles of one value read the same with protocols 2 to 5") {
   for (int proto = 2; proto <= 5; ++proto) {
     CAPTURE(proto);
-    const auto bytes = read_bytes(fixture("plain_p" + std::to_string(proto) + ".pkl"));
+    const auto bytes = file_bytes(fixture("plain_p" + std::to_string(proto) + ".pkl"));
     const auto doc = pickle::parse(bytes, "plain.pkl");
     CHECK(doc.end_offset() == bytes.size());
     const auto& root = doc.root();
@@ -274,7 +267,7 @@ TEST_CASE("every truncation throws and bit flips never crash") {
   ZipArchive zip(file.bytes(), file.path());
   const auto data = zip.read("torch_state/data.pkl");
   const std::vector<std::byte> torch_pkl(data.bytes().begin(), data.bytes().end());
-  for (const auto& original : {read_bytes(fixture("plain_p2.pkl")), read_bytes(fixture("plain_p5.pkl")), torch_pkl}) {
+  for (const auto& original : {file_bytes(fixture("plain_p2.pkl")), file_bytes(fixture("plain_p5.pkl")), torch_pkl}) {
     for (std::size_t cut = 0; cut < original.size(); ++cut) {
       CAPTURE(cut);
       CHECK_THROWS_AS(pickle::parse(std::span(original).first(cut), "cut.pkl"), Error);

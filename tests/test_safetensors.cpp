@@ -14,15 +14,8 @@
 using namespace focuspatch;
 
 namespace {
-std::string fixture(const std::string& name) { return (test::fixtures_dir() / "readers" / name).string(); }
-
-std::vector<std::byte> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars{std::istreambuf_iterator<char>(in), {}};
-  std::vector<std::byte> out(chars.size());
-  std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
+using test::file_bytes;
+std::string fixture(const std::string& name) { return test::reader_fixture(name); }
 
 // A safetensors file from a header and `data_size` bytes of data (byte i = i).
 std::vector<std::byte> make(const std::string& header, std::size_t data_size, std::uint64_t claimed_length = ~0ull) {
@@ -133,7 +126,7 @@ TEST_CASE("header lengths that lie are refused") {
 }
 
 TEST_CASE("every truncation throws and bit flips never crash") {
-  const auto original = read_bytes(fixture("tensors.safetensors"));
+  const auto original = file_bytes(fixture("tensors.safetensors"));
   REQUIRE_NOTHROW(read_safetensors(original, "s"));
   for (std::size_t cut = 0; cut < original.size(); ++cut) {
     CAPTURE(cut);

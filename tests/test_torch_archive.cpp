@@ -19,15 +19,8 @@
 using namespace focuspatch;
 
 namespace {
-std::string fixture(const std::string& name) { return (test::fixtures_dir() / "readers" / name).string(); }
-
-std::vector<std::byte> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars{std::istreambuf_iterator<char>(in), {}};
-  std::vector<std::byte> out(chars.size());
-  std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
+using test::file_bytes;
+std::string fixture(const std::string& name) { return test::reader_fixture(name); }
 
 std::vector<float> values(const TensorArchive& a, const std::string& name) {
   const FloatTensor t = a.load_float(name);
@@ -218,7 +211,7 @@ TEST_CASE("TorchScript archives give model.state_dict() names, order, dtypes and
   for (const char* kind : {"scripted", "traced"}) {
     CAPTURE(kind);
     const std::string path = fixture(std::string("torchscript_") + kind + ".pt");
-    const auto expected_bytes = read_bytes(path + ".expected.json");
+    const auto expected_bytes = file_bytes(path + ".expected.json");
     const auto expected = json::parse(
         std::string_view(reinterpret_cast<const char*>(expected_bytes.data()), expected_bytes.size()), path + ".expected.json");
     const auto a = read_torch_archive(path);
@@ -334,7 +327,7 @@ TEST_CASE("strided views are checked against their storage") {
 
 TEST_CASE("every truncation of a checkpoint throws Error") {
   for (const char* name : {"torch_state.pt", "torch_v3.pt", "torch_deflated.pt"}) {
-    const auto original = read_bytes(fixture(name));
+    const auto original = file_bytes(fixture(name));
     REQUIRE_NOTHROW(read_torch_archive(original, name));
     for (std::size_t cut = 0; cut < original.size(); ++cut) {
       CAPTURE(name);
@@ -343,7 +336,7 @@ TEST_CASE("every truncation of a checkpoint throws Error") {
     }
   }
   // A TorchScript archive, at a spread of cut points.
-  const auto ts = read_bytes(fixture("torchscript_traced.pt"));
+  const auto ts = file_bytes(fixture("torchscript_traced.pt"));
   for (std::size_t cut = 0; cut < ts.size(); cut += 97) {
     CAPTURE(cut);
     CHECK_THROWS_AS(read_torch_archive(std::vector<std::byte>(ts.begin(), ts.begin() + static_cast<std::ptrdiff_t>(cut)), "ts.pt"), Error);
@@ -354,7 +347,7 @@ TEST_CASE("bit flips either throw Error or, with CRC checks on, give back the or
   TorchReadOptions checked;
   checked.verify_crc = true;
   for (const char* name : {"torch_state.pt", "torch_deflated.pt", "torch_v3.pt"}) {
-    const auto original = read_bytes(fixture(name));
+    const auto original = file_bytes(fixture(name));
     const auto expected = snapshot(read_torch_archive(original, name, checked));
     std::size_t ok = 0, bad = 0;
     for (std::size_t i = 0; i < original.size(); ++i) {
@@ -377,7 +370,7 @@ TEST_CASE("bit flips either throw Error or, with CRC checks on, give back the or
     CHECK(bad > 0);
   }
   // Unchecked reads of a TorchScript archive at sampled positions: never a crash.
-  const auto ts = read_bytes(fixture("torchscript_scripted.pt"));
+  const auto ts = file_bytes(fixture("torchscript_scripted.pt"));
   for (std::size_t i = 0; i < ts.size(); i += 11) {
     auto b = ts;
     b[i] ^= std::byte{static_cast<unsigned char>(1u << (i % 8))};

@@ -15,6 +15,7 @@
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/model/clip_model.hpp"
+#include "clip_case.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -22,21 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Case {
-  std::string name;
-  fs::path dir;
-  json::Value manifest;
-  int get(const char* key) const { return static_cast<int>(manifest.at(key).as_int64()); }
-};
-
-Case load_case(const std::string& name) {
-  Case c;
-  c.name = name;
-  c.dir = test::fixtures_dir() / "clip" / name;
-  MappedFile m((c.dir / "manifest.json").string());
-  c.manifest = json::parse(std::string_view(reinterpret_cast<const char*>(m.bytes().data()), m.size()), m.path());
-  return c;
-}
+using test::Case;
+using test::load_case;
 
 class TempDir {
  public:

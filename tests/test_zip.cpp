@@ -15,15 +15,8 @@
 using namespace focuspatch;
 
 namespace {
-std::string fixture(const std::string& name) { return (test::fixtures_dir() / "readers" / name).string(); }
-
-std::vector<std::byte> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars{std::istreambuf_iterator<char>(in), {}};
-  std::vector<std::byte> out(chars.size());
-  std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
+using test::file_bytes;
+std::string fixture(const std::string& name) { return test::reader_fixture(name); }
 
 std::string text_of(const ZipEntryData& d) { return std::string(d.text()); }
 
@@ -138,7 +131,7 @@ TEST_CASE("raw DEFLATE streams whose last codes sit in their final bytes inflate
 }
 
 TEST_CASE("CRC-32 is checked on request for stored entries and always for inflated ones") {
-  auto bytes = read_bytes(fixture("plain.zip"));
+  auto bytes = file_bytes(fixture("plain.zip"));
   {
     ZipArchive z(bytes, "plain.zip");
     const auto raw = z.raw_data(z.get("stored.bin"));
@@ -150,14 +143,14 @@ TEST_CASE("CRC-32 is checked on request for stored entries and always for inflat
 
   // Corrupt the central directory's CRC for hello.txt (the first entry): inflating succeeds but
   // the check that always follows it fails.
-  auto bytes2 = read_bytes(fixture("plain.zip"));
+  auto bytes2 = file_bytes(fixture("plain.zip"));
   bytes2[first_central_header(bytes2) + 16] ^= std::byte{0x40};
   ZipArchive z2(bytes2, "plain.zip");
   CHECK_THROWS_WITH_AS(z2.read("hello.txt"), doctest::Contains("entry 'hello.txt' fails its CRC-32 check"), Error);
 }
 
 TEST_CASE("hostile sizes and offsets are refused with the archive named") {
-  const auto original = read_bytes(fixture("plain.zip"));
+  const auto original = file_bytes(fixture("plain.zip"));
   const std::size_t end = find_sig(original, 0x06054b50);
 
   auto b = original;
@@ -183,7 +176,7 @@ TEST_CASE("hostile sizes and offsets are refused with the archive named") {
   CHECK_THROWS_WITH_AS(bomb.read("hello.txt"), doctest::Contains("more than DEFLATE can produce"), Error);
 
   // A ZIP64 locator pointing outside the file.
-  auto z64 = read_bytes(fixture("zip64.zip"));
+  auto z64 = file_bytes(fixture("zip64.zip"));
   const std::size_t locator = find_sig(z64, 0x07064b50);
   const std::uint64_t far = 1ull << 60;
   std::memcpy(z64.data() + locator + 8, &far, 8);
@@ -197,7 +190,7 @@ TEST_CASE("hostile sizes and offsets are refused with the archive named") {
 
 TEST_CASE("every truncation of an archive throws Error") {
   for (const char* name : {"plain.zip", "zip64.zip", "torch_state.pt"}) {
-    const auto original = read_bytes(fixture(name));
+    const auto original = file_bytes(fixture(name));
     REQUIRE_NOTHROW(read_all(original));
     for (std::size_t cut = 0; cut < original.size(); ++cut) {
       CAPTURE(name);
@@ -209,7 +202,7 @@ TEST_CASE("every truncation of an archive throws Error") {
 
 TEST_CASE("bit flips anywhere either throw Error or read back the original contents") {
   for (const char* name : {"plain.zip", "zip64.zip"}) {
-    const auto original = read_bytes(fixture(name));
+    const auto original = file_bytes(fixture(name));
     const auto expected = read_all(original);
     std::size_t failures = 0, successes = 0;
     for (std::size_t i = 0; i < original.size(); ++i) {

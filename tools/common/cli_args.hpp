@@ -2,6 +2,8 @@
 // Command-line parsing shared by the focuspatch programs: "--name value" options, repeatable
 // options, flags and positional arguments, with errors that say which argument is wrong.
 #include <charconv>
+#include <exception>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
@@ -72,5 +74,16 @@ class Args {
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
 };
+
+// A program's main: runs `run`, and turns any error into one line on stderr and exit status 1.
+template <class Run>
+int guarded_main(const char* program, int argc, char** argv, Run run) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return 1;
+  }
+}
 
 }  // namespace focuspatch::cli

@@ -175,11 +175,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "\nfocuspatch-eval: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return focuspatch::cli::guarded_main("focuspatch-eval", argc, argv, run); }
