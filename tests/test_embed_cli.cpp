@@ -85,6 +85,31 @@ TEST_CASE("focuspatch-embed reproduces the reference embeddings of an image file
   // Zero-shot probabilities: a softmax over the texts that sums to one.
   const auto p = numbers(out.at("probabilities")[0]);
   CHECK(p[0] + p[1] == doctest::Approx(1.0));
+
+  // The stable --json form: exactly four keys, raw outputs, patch tokens CLS first.
+  REQUIRE(test::run_tool("focuspatch-embed", "--weights " + req.output + " --image " + image.string() + " --image " + image.string() +
+                                                 " --text 'a photo of a scratched metal nut' --text flawless --json --out " +
+                                                 (tmp / "compact.json").string(),
+                         tmp / "log")
+              .status == 0);
+  const json::Value compact = json::parse(read_all(tmp / "compact.json"), "compact.json");
+  REQUIRE(compact.size() == 4);
+  CHECK(compact.at("image_embeddings").size() == 2);
+  // A batch of two may round differently from a batch of one in the last bits.
+  auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t k = 0; k < a.size(); ++k)
+      if (std::fabs(a[k] - b[k]) > 1e-5 * (1 + std::fabs(b[k]))) return false;
+    return true;
+  };
+  CHECK(close(numbers(compact.at("image_embeddings")[1]), got));
+  REQUIRE(compact.at("patch_tokens").size() == 2);
+  CHECK(compact.at("patch_tokens")[0].size() == 5);  // 32 px / patch 16: CLS + 2 x 2
+  CHECK(close(numbers(compact.at("patch_tokens")[0][0]), got));
+  for (std::size_t i = 0; i < 2; ++i) {
+    CHECK(numbers(compact.at("text_embeddings")[i]) == numbers(texts[i].at("embedding")));
+    CHECK(numbers(compact.at("token_ids")[i]) == numbers(texts[i].at("token_ids")));
+  }
 }
 
 TEST_CASE("focuspatch-embed explains what is wrong") {

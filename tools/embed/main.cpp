@@ -2,6 +2,7 @@
 // converted model against another implementation and for zero-shot scoring from scripts.
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -16,9 +17,12 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: focuspatch-embed --weights FILE.fpw [--image PATH]... [--text STRING]... [options]
 
-Writes JSON: per image its embedding (and with --patch-tokens every token, CLS first), per text
-its token ids (with start and end tokens) and embedding, and when both are given the cosine
-similarities and CLIP's softmax probabilities of each image over the texts.
+With --json, writes one compact JSON object with exactly these keys, raw model outputs in
+argument order: image_embeddings (per image), patch_tokens (per image, every token after ln_post
+and the projection, CLS first), text_embeddings (per text), token_ids (per text, with start and
+end tokens, no padding). Without it, a readable JSON report: per image its embedding (and with
+--patch-tokens every token, CLS first), per text its token ids (with start and end tokens) and
+embedding, and when both are given the cosine similarities and CLIP's softmax probabilities of each image over the texts.
 
 options:
   --weights FILE     a .fpw file made by focuspatch-convert
@@ -26,6 +30,7 @@ options:
   --text STRING      a text; repeat for more
   --size N           run images at N x N pixels instead of the model's resolution (multiple of the patch)
   --patch-tokens     also write every image token after ln_post and the projection
+  --json             the compact form above (stable; what scripts and acceptance checks read)
   --normalize        write L2-normalized embeddings instead of the raw projections
   --out FILE         write the JSON there instead of standard output
   -h, --help         this text
@@ -48,11 +53,75 @@ void write_row(focuspatch::json::Writer& w, const float* row, std::int64_t width
   w.end_array();
 }
 
+using namespace focuspatch;
+
+FloatTensor preprocess_all(const ClipConfig& c, const std::vector<std::string>& images, int size) {
+  using namespace focuspatch;
+  ClipPreprocess pp;
+  pp.resolution = size;
+  pp.mean = c.image_mean;
+  pp.std = c.image_std;
+  FloatTensor pixels({static_cast<std::int64_t>(images.size()), 3, size, size});
+  for (std::size_t i = 0; i < images.size(); ++i)
+    preprocess_clip_into(load_image(images[i]), pp, pixels.data() + static_cast<std::int64_t>(i) * 3 * size * size);
+  return pixels;
+}
+
+void emit(const std::string& text, const std::optional<std::string>& path) {
+  if (!path) {
+    std::cout << text << "\n";
+    return;
+  }
+  std::ofstream f(*path, std::ios::binary);
+  require(f.good(), *path, ": cannot open for writing");
+  f << text << "\n";
+  require(f.good(), *path, ": write failed");
+}
+
+// The stable, compact form (--json): exactly image_embeddings, patch_tokens, text_embeddings and
+// token_ids, raw model outputs, each a list in argument order.
+void write_compact(focuspatch::ClipModel<>& model, const std::vector<std::string>& images, const std::vector<std::string>& texts, int size,
+                   const std::optional<std::string>& out) {
+  using namespace focuspatch;
+  const std::int64_t D = model.config().embed_dim;
+  json::Writer w(0);
+  w.begin_object();
+  w.key("image_embeddings").begin_array();
+  VisionOutput v;
+  if (!images.empty()) {
+    const FloatTensor pixels = preprocess_all(model.config(), images, size);
+    v = model.encode_images(pixels.values(), pixels.dim(0), VisionRequest{}, size);
+    for (std::size_t i = 0; i < images.size(); ++i) write_row(w, v.image_embeddings.data() + static_cast<std::int64_t>(i) * D, D);
+  }
+  w.end_array().key("patch_tokens").begin_array();
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const std::int64_t seq = v.patch_tokens.dim(1);
+    w.begin_array();
+    for (std::int64_t t = 0; t < seq; ++t) write_row(w, v.patch_tokens.data() + (static_cast<std::int64_t>(i) * seq + t) * D, D);
+    w.end_array();
+  }
+  w.end_array().key("text_embeddings").begin_array();
+  std::vector<std::vector<std::int32_t>> ids;
+  if (!texts.empty()) {
+    ids = model.tokenize(texts);
+    const FloatTensor t = model.encode_token_ids(ids);
+    for (std::size_t i = 0; i < texts.size(); ++i) write_row(w, t.data() + static_cast<std::int64_t>(i) * D, D);
+  }
+  w.end_array().key("token_ids").begin_array();
+  for (const auto& row : ids) {
+    w.begin_array();
+    for (auto id : row) w.value(id);
+    w.end_array();
+  }
+  w.end_array().end_object();
+  emit(w.str(), out);
+}
+
 int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
-  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out"}, {"patch-tokens", "normalize"});
+  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out"}, {"patch-tokens", "normalize", "json"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional().front(),
           "' (images go after --image, texts after --text)");
   const auto weights = args.get("weights");
@@ -60,12 +129,16 @@ int run(int argc, char** argv) {
   const auto images = args.all("image");
   const auto texts = args.all("text");
   require(!images.empty() || !texts.empty(), "nothing to embed: give --image PATH and/or --text STRING");
-  const bool normalize = args.has("normalize"), patch_tokens = args.has("patch-tokens");
+  const bool compact = args.has("json");
+  const bool normalize = args.has("normalize"), patch_tokens = compact || args.has("patch-tokens");
+  require(!(compact && normalize), "--json writes the raw model outputs; it does not go with --normalize");
 
   ClipModel<> model(*weights);
   const ClipConfig& c = model.config();
   const int size = static_cast<int>(args.get_int("size", c.vision.patch_size, 4096).value_or(c.vision.image_size));
   require(size % c.vision.patch_size == 0, "option --size: ", size, " is not a multiple of the patch size ", c.vision.patch_size);
+
+  if (compact) return write_compact(model, images, texts, size, args.get("out")), 0;
 
   json::Writer w(1);
   w.begin_object();
@@ -77,13 +150,7 @@ int run(int argc, char** argv) {
 
   FloatTensor image_embeddings, text_embeddings;
   if (!images.empty()) {
-    ClipPreprocess pp;
-    pp.resolution = size;
-    pp.mean = c.image_mean;
-    pp.std = c.image_std;
-    FloatTensor pixels({static_cast<std::int64_t>(images.size()), 3, size, size});
-    for (std::size_t i = 0; i < images.size(); ++i)
-      preprocess_clip_into(load_image(images[i]), pp, pixels.data() + static_cast<std::int64_t>(i) * 3 * size * size);
+    const FloatTensor pixels = preprocess_all(c, images, size);
     VisionRequest request;
     request.patch_tokens = patch_tokens;
     VisionOutput out = model.encode_images(pixels.values(), pixels.dim(0), request, size);
@@ -156,14 +223,7 @@ int run(int argc, char** argv) {
   }
   w.end_object();
 
-  if (auto path = args.get("out")) {
-    std::ofstream f(*path, std::ios::binary);
-    require(f.good(), *path, ": cannot open for writing");
-    f << w.str() << "\n";
-    require(f.good(), *path, ": write failed");
-  } else {
-    std::cout << w.str() << "\n";
-  }
+  emit(w.str(), args.get("out"));
   return 0;
 }
 
