@@ -81,7 +81,7 @@ inline void parse_pair(const std::string& text, const std::string& option, float
   require(b > a, "option ", option, ": ", b, " is not above ", a);
 }
 
-// Model + detector from --weights, --prompts, --no-value-value, --shots-per-batch.
+// Model + detector from --weights, --prompts, --no-value-value, --suppress-background, --shots-per-batch.
 class DetectorSetup {
  public:
   explicit DetectorSetup(const cli::Args& args) {
@@ -90,6 +90,7 @@ class DetectorSetup {
     model_ = std::make_unique<ClipModel<>>(*weights);
     DetectorOptions options;
     if (args.has("no-value-value")) options.value_value_blocks = 0;
+    if (args.has("suppress-background")) options.suppress_background = true;
     if (auto b = args.get_int("shots-per-batch", 1, 256)) options.batch_size = static_cast<int>(*b);
     detector_ = std::make_unique<Detector<>>(*model_, options);
     if (auto path = args.get("prompts")) {

@@ -36,6 +36,8 @@ options:
                        when present, else the bank built into this program,
                        weights/prompts/unified_keywords.txt of the source tree)
   --shots-per-batch N  images per forward pass (default 8)
+  --suppress-background  down-weight positions that vary freely across the normal shots (off:
+                       it hurt on unaligned objects, see README)
   --no-value-value     text map from the ordinary patch tokens instead of the value-value path
   --scale LO,HI        colour scale of the overlays (default: 0,1)
   -h, --help           this text
@@ -46,7 +48,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv, {"weights", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale"},
-                       {"no-value-value"});
+                       {"no-value-value", "suppress-background"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto out_dir = args.get("out");
   require(out_dir.has_value(), "no --out DIR given (see --help)");
