@@ -81,7 +81,7 @@ inline void parse_pair(const std::string& text, const std::string& option, float
   require(b > a, "option ", option, ": ", b, " is not above ", a);
 }
 
-// Model + detector from --weights, --prompts, --no-value-value, --suppress-background, --shots-per-batch.
+// Model + detector from --weights, --prompts, --no-value-value, --suppress-background, --text-weight, --shots-per-batch.
 class DetectorSetup {
  public:
   explicit DetectorSetup(const cli::Args& args) {
@@ -91,6 +91,17 @@ class DetectorSetup {
     DetectorOptions options;
     if (args.has("no-value-value")) options.value_value_blocks = 0;
     if (args.has("suppress-background")) options.suppress_background = true;
+    if (auto w = args.get("text-weight")) {
+      // One knob for both fusions (map and image score), e.g. 0 = visual memory only, 1 = text only.
+      std::size_t used = 0;
+      double v = -1;
+      try {
+        v = std::stod(*w, &used);
+      } catch (const std::exception&) {
+      }
+      require(used == w->size() && v >= 0.0 && v <= 1.0, "option --text-weight: '", *w, "' is not a number in [0, 1]");
+      options.text_weight = options.text_score_weight = v;
+    }
     if (auto b = args.get_int("shots-per-batch", 1, 256)) options.batch_size = static_cast<int>(*b);
     detector_ = std::make_unique<Detector<>>(*model_, options);
     if (auto path = args.get("prompts")) {

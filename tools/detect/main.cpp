@@ -36,6 +36,8 @@ options:
                        when present, else the bank built into this program,
                        weights/prompts/unified_keywords.txt of the source tree)
   --shots-per-batch N  images per forward pass (default 8)
+  --text-weight W      weight of the text branch in the fused map and the image score (default
+                       0.5; 0 = visual memory only, 1 = keyword prompts only)
   --suppress-background  down-weight positions that vary freely across the normal shots (off:
                        it hurt on unaligned objects, see README)
   --no-value-value     text map from the ordinary patch tokens instead of the value-value path
@@ -47,7 +49,7 @@ int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
-  const cli::Args args(argc, argv, {"weights", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale"},
+  const cli::Args args(argc, argv, {"weights", "text-weight", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale"},
                        {"no-value-value", "suppress-background"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto out_dir = args.get("out");

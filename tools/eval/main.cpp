@@ -38,6 +38,8 @@ options:
   --out DIR            output folder (created)
   --overlays N         overlays written per category (default 3; 0 for none)
   --prompts FILE       the keyword prompt bank (default: stored in the weights, else built in)
+  --text-weight W      weight of the text branch in the fused map and the image score (default
+                       0.5; 0 = visual memory only, 1 = keyword prompts only)
   --suppress-background  down-weight positions that vary freely across the normal shots (off:
                        it hurt on unaligned objects, see README)
   --no-value-value     text map from the ordinary patch tokens
@@ -94,7 +96,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv,
-                       {"weights", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch"},
+                       {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch"},
                        {"per-class", "no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto data_root = args.get("data");
