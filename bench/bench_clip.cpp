@@ -1,0 +1,207 @@
+// Whole-model CLIP on the CPU backend: image and text encoders of OpenAI's architectures with
+// random weights (every FLOP and byte of the released models, none of their meaning), written to a
+// temporary .fpw file once per process and loaded like a real one.
+//
+// FLOP count (2 per multiply-add; bias, activations, softmax and layer norms not counted), for
+// T = grid^2 + 1 tokens per image, width W, MLP width M, patch P, embedding D, L layers:
+//   patch embedding   2 * (T - 1) * 3P^2 * W
+//   per layer         2 * T * W * (3W + W + 2M)      qkv, out, fc, proj
+//                     + 4 * T^2 * W                  Q K^T and P V over all heads
+//   projection        2 * T * W * D                  every token (VisionRequest's patch_tokens)
+// times the batch. ViT-B/16 at 224: 35.3 GFLOP per image. The text tower is the same transformer
+// over n sequences padded to the longest (seq rows each), causal (the masked half is still
+// computed, so counted), plus 2 * n * W * D for the projection of the end-of-text tokens.
+//
+// ViT-L/14 benchmarks are named Optional/...: left out unless a --benchmark_filter names them
+// (writing its 1.7 GB of random weights alone takes a while).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "focuspatch/convert/clip_converter.hpp"
+#include "focuspatch/convert/random_clip.hpp"
+#include "focuspatch/model/clip_model.hpp"
+#include "peak.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using focuspatch::ClipConfig;
+using focuspatch::ClipModel;
+using focuspatch::DType;
+
+double vision_flops(const ClipConfig& c, std::int64_t batch) {
+  const auto& v = c.vision;
+  const double t = v.tokens(), w = v.width, m = v.mlp_width, p = v.patch_size, d = c.embed_dim;
+  const double patch_embed = 2.0 * (t - 1) * 3.0 * p * p * w;
+  const double layer = 2.0 * t * w * (3.0 * w + w + 2.0 * m) + 4.0 * t * t * w;
+  const double projection = 2.0 * t * w * d;
+  return static_cast<double>(batch) * (patch_embed + v.layers * layer + projection);
+}
+
+double text_flops(const ClipConfig& c, std::int64_t sequences, std::int64_t seq) {
+  const auto& t = c.text;
+  const double n = static_cast<double>(sequences), s = static_cast<double>(seq), w = t.width, m = t.mlp_width;
+  const double layer = 2.0 * n * s * w * (3.0 * w + w + 2.0 * m) + n * 4.0 * s * s * w;
+  return t.layers * layer + 2.0 * n * w * c.embed_dim;
+}
+
+// Random-weight files and their loaded models, made on first use and shared by the benchmarks;
+// the files are removed when the program ends.
+class Models {
+ public:
+  ~Models() {
+    models_.clear();
+    std::error_code ignored;
+    for (const auto& [key, path] : files_) fs::remove(path, ignored);
+  }
+
+  const fs::path& file(const std::string& preset, DType dtype) {
+    const std::string key = preset + "/" + std::string(focuspatch::dtype_name(dtype));
+    auto it = files_.find(key);
+    if (it != files_.end()) return it->second;
+    std::string stem = key;
+    for (char& ch : stem)
+      if (ch == '/' || ch == '@') ch = '-';
+    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    fs::path path = fs::temp_directory_path() / ("focuspatch-bench-" + stem + "-" + std::to_string(stamp) + ".fpw");
+    focuspatch::ConvertOptions options;
+    options.dtype = dtype;
+    focuspatch::write_clip_weights(focuspatch::random_clip_plan(focuspatch::clip_preset(preset), 2024), options, path.string());
+    return files_.emplace(key, std::move(path)).first->second;
+  }
+
+  const ClipModel<>& model(const std::string& preset, DType dtype) {
+    const fs::path& path = file(preset, dtype);
+    auto it = models_.find(path.string());
+    if (it == models_.end()) it = models_.emplace(path.string(), std::make_unique<ClipModel<>>(path.string())).first;
+    return *it->second;
+  }
+
+ private:
+  std::map<std::string, fs::path> files_;
+  std::map<std::string, std::unique_ptr<ClipModel<>>> models_;
+};
+
+Models& models() {
+  static Models m;
+  return m;
+}
+
+// Preprocessed-looking pixels (roughly unit variance around zero), deterministic.
+std::vector<float> random_images(std::int64_t batch, int size) {
+  std::vector<float> pixels(static_cast<std::size_t>(batch * 3 * size * size));
+  std::uint32_t state = 12345u;
+  for (float& p : pixels) {
+    state = state * 1664525u + 1013904223u;
+    p = static_cast<float>(state >> 8) * (4.0f / 16777216.0f) - 2.0f;
+  }
+  return pixels;
+}
+
+void encode_images(benchmark::State& state, const std::string& preset, DType dtype, std::int64_t batch) {
+  const auto& model = models().model(preset, dtype);
+  const int size = model.config().vision.image_size;
+  const auto images = random_images(batch, size);
+  ClipModel<>::Workspace ws;
+  const focuspatch::VisionRequest request;  // the default: patch tokens too, as FocusPatch uses them
+  const auto warm = model.encode_images(images, batch, request, ws);  // workspace allocated, weight pages in
+  benchmark::DoNotOptimize(warm.image_embeddings.data());
+  for (auto _ : state) {
+    auto out = model.encode_images(images, batch, request, ws);
+    benchmark::DoNotOptimize(out.image_embeddings.data());
+  }
+  state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  focuspatch::bench::report_flops(state, vision_flops(model.config(), batch));
+}
+
+// Token ids for sequences of the given lengths: start and end of text around arbitrary word ids.
+std::vector<std::vector<std::int32_t>> prompts(const std::vector<int>& lengths) {
+  constexpr std::int32_t start_of_text = 49406, end_of_text = 49407;
+  std::vector<std::vector<std::int32_t>> ids;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    std::vector<std::int32_t> seq{start_of_text};
+    for (int j = 1; j + 1 < lengths[i]; ++j) seq.push_back(static_cast<std::int32_t>((7919 * (i + 1) + 104729 * j) % start_of_text));
+    seq.push_back(end_of_text);
+    ids.push_back(std::move(seq));
+  }
+  return ids;
+}
+
+void encode_token_ids(benchmark::State& state, const std::string& preset, std::vector<int> lengths) {
+  const auto& model = models().model(preset, DType::F32);
+  const auto ids = prompts(lengths);
+  std::int64_t longest = 0;
+  for (int l : lengths) longest = std::max<std::int64_t>(longest, l);
+  ClipModel<>::Workspace ws;
+  const auto warm = model.encode_token_ids(ids, ws);
+  benchmark::DoNotOptimize(warm.data());
+  for (auto _ : state) {
+    auto out = model.encode_token_ids(ids, ws);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const auto n = static_cast<std::int64_t>(ids.size());
+  state.counters["prompts/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+  focuspatch::bench::report_flops(state, text_flops(model.config(), n, longest));
+}
+
+// Opening a converted file: fp32 weights are used in place from the mapping, fp16 ones decoded to
+// fp32 once here (cpu.hpp upload()).
+void load(benchmark::State& state, const std::string& preset, DType dtype) {
+  const std::string path = models().file(preset, dtype).string();
+  for (auto _ : state) {
+    ClipModel<> model(path);
+    benchmark::DoNotOptimize(&model);
+  }
+  state.counters["bytes"] = static_cast<double>(fs::file_size(path));
+}
+
+void register_all() {
+  using benchmark::RegisterBenchmark;
+  const std::string b16 = "ViT-B/16";
+  for (std::int64_t batch : {1, 8})
+    RegisterBenchmark(("encode_images/ViT-B/16/f32/b" + std::to_string(batch)).c_str(), encode_images, b16, DType::F32, batch)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  RegisterBenchmark("encode_images/ViT-B/16/f16/b1", encode_images, b16, DType::F16, std::int64_t{1})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  // Eight prompt-ensemble-like sentences ("a photo of a damaged bottle with a crack.") with their
+  // start and end tokens; the batch is padded to the longest, 17.
+  RegisterBenchmark("encode_token_ids/ViT-B/16/8 prompts 8..17 tokens", encode_token_ids, b16,
+                    std::vector<int>{9, 12, 8, 15, 11, 17, 10, 13})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  // The same eight at the full context, as implementations that always pad to 77 run them.
+  RegisterBenchmark("encode_token_ids/ViT-B/16/8 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(8, 77))
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  for (DType dtype : {DType::F32, DType::F16})
+    RegisterBenchmark(("load/ViT-B/16/" + std::string(focuspatch::dtype_name(dtype))).c_str(), load, b16, dtype)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  RegisterBenchmark("Optional/encode_images/ViT-L/14/f32/b1", encode_images, std::string("ViT-L/14"), DType::F32, std::int64_t{1})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  const std::string filter = benchmark::GetBenchmarkFilter();
+  if (filter.empty() || filter == "." || filter == "all") benchmark::SetBenchmarkFilter("-Optional");
+  focuspatch::bench::add_peak_context();
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
