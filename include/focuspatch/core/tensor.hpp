@@ -44,7 +44,7 @@ struct TensorView {
 inline void decode_to_float(DType dtype, const void* src, std::size_t count, float* out) {
   switch (dtype) {
     case DType::F32:
-      std::memcpy(out, src, count * sizeof(float));
+      if (count > 0) std::memcpy(out, src, count * sizeof(float));  // an empty tensor's out may be null
       return;
     case DType::F16: {
       const auto* p = static_cast<const std::uint16_t*>(src);

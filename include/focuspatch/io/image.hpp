@@ -136,6 +136,76 @@ struct StbReader {
   }
 };
 
+// stb_image 2.27 (Debian 12's libstb) has two memory-safety bugs in its JPEG reader, fixed in
+// later releases: a Huffman table whose 16 code counts sum to more than 256 overflows the table
+// (stb issue #1289, CVE-2022-28042), and a scan may decode with a table that no DHT segment
+// defined, whose contents are uninitialized heap memory (found by fuzz/fuzz_image). This walks the
+// segments in the order stb does (from SOI, skipping fill bytes; past each scan's entropy-coded
+// data to the first marker other than RSTn) and refuses both before stb sees the file.
+inline void check_jpeg_huffman_tables(std::span<const std::byte> bytes, std::string_view name) {
+  auto at = [&](std::size_t i) { return static_cast<unsigned>(bytes[i]); };
+  const std::size_t n = bytes.size();
+  std::size_t pos = 0;
+  while (pos < n && at(pos) == 0xff) ++pos;
+  if (pos == 0 || pos >= n || at(pos) != 0xd8) return;  // not what stb takes for a JPEG
+  ++pos;
+  bool defined[2][4] = {};
+  bool progressive = false;
+  auto bad = [&](std::string_view what) { fail(name, ": corrupt JPEG: ", what); };
+  while (pos < n) {
+    if (at(pos) != 0xff) {  // stb skips stray bytes between segments (or fails after them)
+      ++pos;
+      continue;
+    }
+    while (pos < n && at(pos) == 0xff) ++pos;
+    if (pos >= n) return;
+    const unsigned marker = at(pos++);
+    if (marker == 0xd9) return;                                                   // EOI
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue;  // no length
+    if (n - pos < 2) return;  // truncated: stb reads zeros and fails
+    const std::size_t length = at(pos) << 8 | at(pos + 1);
+    const std::size_t end = std::min(n, pos + std::max<std::size_t>(length, 2));
+    if (marker == 0xc0 || marker == 0xc1 || marker == 0xc2) progressive = marker == 0xc2;
+    if (marker == 0xc4) {  // DHT: tables while the length lasts; stb reads each table whole, past the length if need be
+      std::int64_t left = static_cast<std::int64_t>(length) - 2;
+      std::size_t p = pos + 2;
+      while (left > 0 && p < n) {  // past the end stb reads zeros: no codes, no overflow
+        const unsigned cls = at(p) >> 4, id = at(p) & 15;
+        if (cls > 1 || id > 3) return;  // stb refuses the file here
+        std::size_t symbols = 0;
+        for (std::size_t i = 1; i <= 16; ++i) symbols += p + i < n ? at(p + i) : 0;
+        if (symbols > 256) bad("a Huffman table declares " + std::to_string(symbols) + " codes (at most 256)");
+        defined[cls][id] = true;
+        p += 17 + symbols;
+        left -= static_cast<std::int64_t>(17 + symbols);
+      }
+      if (left != 0) return;  // stb refuses a DHT whose tables do not fill it exactly
+      pos = p;
+      continue;
+    }
+    if (marker == 0xda && end - pos >= 3) {  // SOS: which tables the scan decodes with
+      const std::size_t components = at(pos + 2);
+      const std::size_t header = 3 + 2 * components;
+      if (end - pos < header + 3) return;  // stb refuses a short scan header
+      const unsigned spectral_start = at(pos + header), approx_high = at(pos + header + 2) >> 4;
+      const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+      const bool uses_ac = !progressive || spectral_start > 0;
+      for (std::size_t c = 0; c < components; ++c) {
+        const unsigned tables = at(pos + 4 + 2 * c), dc = tables >> 4, ac = tables & 15;
+        if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
+          bad("a scan uses a Huffman table that no DHT segment defines");
+      }
+      pos = end;
+      // The entropy-coded data runs to the first marker; 0xff 0x00 is a stuffed byte, RSTn stays inside.
+      while (pos + 1 < n && !(at(pos) == 0xff && at(pos + 1) != 0x00 && at(pos + 1) != 0xff &&
+                              !(at(pos + 1) >= 0xd0 && at(pos + 1) <= 0xd7)))
+        ++pos;
+      continue;
+    }
+    pos = end;
+  }
+}
+
 }  // namespace detail
 
 // Decodes an image held in memory; `name` is used in error messages.
@@ -145,6 +215,7 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
           " bytes is larger than stb_image can read (2 GiB)");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
+  detail::check_jpeg_huffman_tables(bytes, name);  // before stb reads any of it, stbi_info included
 
   // Read only the header first, so the pixel limit is enforced before any large allocation.
   int w = 0, h = 0, channels = 0;

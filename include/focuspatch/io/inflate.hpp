@@ -33,8 +33,11 @@ inline std::uint32_t crc32(std::span<const std::byte> data, std::uint32_t crc = 
   return ~crc;
 }
 
-// Decodes a raw DEFLATE stream (no zlib header). expected_size is a hint for the first allocation;
-// `what` names the input in error messages.
+// Decodes a raw DEFLATE stream (no zlib header) that should produce expected_size bytes; `what`
+// names the input in error messages. The output buffer has exactly that size and stb stops with an
+// error where the stream would write past it: sizes come from headers that may lie, and DEFLATE
+// expands data up to about 1000-fold, so an unbounded decoder would let a small entry claiming a
+// few bytes demand gigabytes. A stream that ends early comes back shorter (callers compare).
 inline std::string inflate_raw(std::span<const std::byte> compressed, std::size_t expected_size, std::string_view what) {
   require(compressed.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max() - 8), what,
           ": compressed stream larger than 2 GiB is not supported");
@@ -45,13 +48,14 @@ inline std::string inflate_raw(std::span<const std::byte> compressed, std::size_
   // Decoding a copy with zero padding lets it finish; the padding is never consumed as data.
   std::string padded(compressed.size() + 8, '\0');
   if (!compressed.empty()) std::memcpy(padded.data(), compressed.data(), compressed.size());
-  int out_len = 0;
-  const int hint = expected_size > 0 ? static_cast<int>(expected_size) : static_cast<int>(compressed.size() * 4 + 64);
-  std::unique_ptr<char, decltype(&std::free)> out(
-      stbi_zlib_decode_malloc_guesssize_headerflag(padded.data(), static_cast<int>(padded.size()), hint, &out_len, 0),
-      &std::free);
-  if (!out) fail(what, ": corrupt DEFLATE data (", stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
-  return std::string(out.get(), static_cast<std::size_t>(out_len));
+  std::string out(expected_size, '\0');
+  const int out_len = stbi_zlib_decode_noheader_buffer(out.data(), static_cast<int>(expected_size), padded.data(),
+                                                       static_cast<int>(padded.size()));
+  if (out_len < 0)
+    fail(what, ": corrupt DEFLATE data, or more than the ", expected_size, " bytes expected (",
+         stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")");
+  out.resize(static_cast<std::size_t>(out_len));
+  return out;
 }
 
 // Decodes a single-member gzip file (RFC 1952) and verifies its CRC-32 and length.

@@ -569,9 +569,21 @@ class Machine {
         if (target->kind != Kind::Object && target->kind != Kind::Dict)
           error("BUILD on a " + std::string(kind_name(target->kind)));
         if (target->state && target->state->kind == Kind::Dict && state->kind == Kind::Dict) {
-          // A second BUILD updates the first one's attribute dict (as __dict__.update would).
-          Value* merged = make(Kind::Dict);
-          merged->entries = target->state->entries;
+          // A second BUILD updates the first one's attribute dict (as __dict__.update would). The
+          // merged dict is this object's own (never on the stack or in the memo), so later BUILDs
+          // extend it in place; and as a memoized state dict can be merged again and again at 3
+          // bytes a time, the entries merged count against the value limit. Otherwise a few KB of
+          // repeated BUILDs could demand gigabytes.
+          auto own = merged_states_.find(target->state);
+          Value* merged = own != merged_states_.end() ? own->second : nullptr;
+          merged_entries_ += state->entries.size() + (merged ? 0 : target->state->entries.size());
+          if (merged_entries_ > limits_.max_values)
+            error("BUILD merges more than " + std::to_string(limits_.max_values) + " state entries");
+          if (!merged) {
+            merged = make(Kind::Dict);
+            merged->entries = target->state->entries;
+            merged_states_.emplace(merged, merged);
+          }
           merged->entries.insert(merged->entries.end(), state->entries.begin(), state->entries.end());
           target->state = merged;
         } else {
@@ -612,6 +624,8 @@ class Machine {
   std::vector<Value*> stack_;
   std::vector<std::size_t> marks_;
   std::unordered_map<std::uint64_t, Value*> memo_;
+  std::unordered_map<const Value*, Value*> merged_states_;  // dicts made by BUILD merges, each owned by one object
+  std::size_t merged_entries_ = 0;
   Value* none_ = nullptr;
   Value* true_ = nullptr;
   Value* false_ = nullptr;

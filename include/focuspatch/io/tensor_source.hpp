@@ -93,7 +93,20 @@ inline void check_tensor_extent(const StoredTensor& t, std::string_view what) {
         " elements but its storage holds ", capacity, "; the file is truncated or corrupt");
 }
 
+// A view whose strides revisit storage elements (expand() makes stride 0) may describe far more
+// elements than the file holds: a few bytes could then demand terabytes when materialized. Such
+// views are materialized up to this many elements; views that do not repeat are bounded by the file.
+inline constexpr std::int64_t kMaxRepeatedViewElements = std::int64_t{1} << 24;
+
 namespace detail {
+inline void check_materializable(const StoredTensor& t, std::string_view what) {
+  const auto capacity = static_cast<std::int64_t>(t.storage.size() / dtype_size(t.dtype));
+  if (t.numel() > capacity && t.numel() > kMaxRepeatedViewElements)
+    fail(what, ": tensor '", t.name, "' with shape ", shape_string(t.shape), " repeats the ", capacity,
+         " elements of its storage into ", t.numel(), "; views that expand storage beyond ", kMaxRepeatedViewElements,
+         " elements are not materialized (the file is corrupt or hostile)");
+}
+
 // Visits the view's elements in row-major order as byte pointers; the view is already checked.
 template <class Fn>
 void for_each_element(const StoredTensor& t, Fn&& fn) {
@@ -130,6 +143,7 @@ inline FloatTensor to_float_tensor(const StoredTensor& t, std::string_view what)
   require(t.is_floating(), what, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype),
           ", expected a floating-point weight (f32, f16, bf16 or f64)");
   check_tensor_extent(t, what);
+  detail::check_materializable(t, what);
   FloatTensor out(t.shape);
   float* dst = out.data();
   switch (t.dtype) {
@@ -153,6 +167,7 @@ inline FloatTensor to_float_tensor(const StoredTensor& t, std::string_view what)
 inline std::vector<std::int64_t> to_int64_values(const StoredTensor& t, std::string_view what) {
   require(!t.is_floating(), what, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected an integer tensor");
   check_tensor_extent(t, what);
+  detail::check_materializable(t, what);
   std::vector<std::int64_t> out;
   out.reserve(static_cast<std::size_t>(t.numel()));
   detail::for_each_element(t, [&](const std::byte* p) {

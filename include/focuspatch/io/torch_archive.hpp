@@ -175,6 +175,9 @@ class Reader {
     // Memoized values may be shared, so a walk can meet one several times (tied weights); a
     // crafted pickle sharing at every level would multiply the walk exponentially.
     walk_budget_ = 16 * doc.value_count() + 1024;
+    // Likewise a memoized string costs its bytes once in the pickle but is copied into every name
+    // and metadata entry that reaches it; real checkpoints stay far below this.
+    text_budget_ = 64 * pkl.size() + (std::size_t{1} << 20);
     walk(doc.root(), "", 0, true);
     require(!out_.empty(), what, ": no tensors found in ", pkl_name, " (the root is ", pickle::repr(doc.root(), 80), ")");
   }
@@ -328,6 +331,19 @@ class Reader {
            v.callable->text.rfind("__torch__", 0) == 0;
   }
 
+  // The name of a child of `prefix`, counted against the text budget.
+  std::string child_name(const std::string& prefix, std::string_view key) {
+    std::string name = join(prefix, key);
+    charge_text(name.size());
+    return name;
+  }
+  void charge_text(std::size_t bytes) {
+    if (bytes > text_budget_)
+      fail(pkl_what_, ": the object graph repeats its strings so often that its tensor names and metadata would not fit in "
+                      "memory");
+    text_budget_ -= bytes;
+  }
+
   void check_depth(std::size_t depth) {
     if (depth > kMaxNesting) fail(pkl_what_, ": objects nest deeper than ", kMaxNesting, " levels");
     if (walk_budget_-- == 0) fail(pkl_what_, ": the object graph shares values so often that walking it would not end");
@@ -344,12 +360,13 @@ class Reader {
       case pickle::Kind::Dict:
         for (const auto& [k, item] : v.entries) {
           const auto key = key_text(*k);
-          if (key) walk(*item, join(name, *key), depth + 1, record_scalars);
+          if (key) walk(*item, child_name(name, *key), depth + 1, record_scalars);
         }
         return;
       case pickle::Kind::List:
       case pickle::Kind::Tuple:
-        for (std::size_t i = 0; i < v.items.size(); ++i) walk(*v.items[i], join(name, std::to_string(i)), depth + 1, record_scalars);
+        for (std::size_t i = 0; i < v.items.size(); ++i)
+          walk(*v.items[i], child_name(name, std::to_string(i)), depth + 1, record_scalars);
         return;
       case pickle::Kind::Object:
         walk_object(v, name, depth);
@@ -364,7 +381,10 @@ class Reader {
         if (record_scalars && !name.empty()) out_.add_metadata(name, v.boolean ? "true" : "false");
         return;
       case pickle::Kind::String:
-        if (record_scalars && !name.empty()) out_.add_metadata(name, v.text);
+        if (record_scalars && !name.empty()) {
+          charge_text(v.text.size());
+          out_.add_metadata(name, v.text);
+        }
         return;
       default: return;
     }
@@ -410,7 +430,7 @@ class Reader {
       for (const auto& [k, item] : dict->entries) {
         if (!k->is_string() || item->is_none()) continue;
         if (skip_non_persistent && non_persistent.count(k->text)) continue;
-        if (is_tensor_call(*item)) emit(*item, join(name, k->text));
+        if (is_tensor_call(*item)) emit(*item, child_name(name, k->text));
       }
     };
     tensors("_parameters", false);
@@ -419,7 +439,7 @@ class Reader {
       for (const auto& [k, item] : modules->entries) {
         if (!k->is_string() || item->is_none()) continue;
         if (item->kind == pickle::Kind::Object && item->state && item->state->kind == pickle::Kind::Dict)
-          walk_nn_module(*item->state, join(name, k->text), depth + 1);
+          walk_nn_module(*item->state, child_name(name, k->text), depth + 1);
       }
     }
   }
@@ -460,15 +480,15 @@ class Reader {
         const Pass kind = !info.known ? Others : is_param ? Parameters : is_buffer ? Buffers : Others;
         if (kind != pass) continue;
         if (info.known && kind == Others && !options_.include_attributes) continue;
-        emit(*item, join(name, k->text));
+        emit(*item, child_name(name, k->text));
       }
     }
     for (const auto& [k, item] : v.state->entries) {
       if (!k->is_string() || is_tensor_call(*item)) continue;
       if (is_torchscript_object(*item)) {
-        walk_script_module(*item, join(name, k->text), depth + 1);
+        walk_script_module(*item, child_name(name, k->text), depth + 1);
       } else if (options_.include_attributes) {
-        walk(*item, join(name, k->text), depth + 1, false);
+        walk(*item, child_name(name, k->text), depth + 1, false);
       }
     }
   }
@@ -480,6 +500,7 @@ class Reader {
   std::string pkl_what_;
   bool torchscript_ = false;
   std::size_t walk_budget_ = 0;
+  std::size_t text_budget_ = 0;
   std::map<std::string, std::span<const std::byte>> storages_;
   std::map<std::string, ClassInfo> classes_;
   std::map<std::string, std::string> code_files_;  // several classes may share one code file

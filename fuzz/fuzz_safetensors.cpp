@@ -1,0 +1,4 @@
+// libFuzzer target: see fuzz_targets.hpp, focuspatch::fuzz::safetensors.
+#include "fuzz_driver.hpp"
+
+FOCUSPATCH_FUZZ_TARGET(safetensors)
