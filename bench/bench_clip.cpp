@@ -128,7 +128,8 @@ std::vector<std::vector<std::int32_t>> prompts(const std::vector<int>& lengths) 
   std::vector<std::vector<std::int32_t>> ids;
   for (std::size_t i = 0; i < lengths.size(); ++i) {
     std::vector<std::int32_t> seq{start_of_text};
-    for (int j = 1; j + 1 < lengths[i]; ++j) seq.push_back(static_cast<std::int32_t>((7919 * (i + 1) + 104729 * j) % start_of_text));
+    for (int j = 1; j + 1 < lengths[i]; ++j)
+      seq.push_back(static_cast<std::int32_t>((7919 * (i + 1) + 104729 * j) % start_of_text));
     seq.push_back(end_of_text);
     ids.push_back(std::move(seq));
   }

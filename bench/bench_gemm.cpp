@@ -103,7 +103,8 @@ void layer_norm(benchmark::State& state, std::int64_t rows, std::int64_t width) 
 }
 
 // One transformer layer's linear layers for `rows` token rows of a tower of width w, MLP width m.
-void add_block_linears(std::vector<LinearCase>& cases, const std::string& tag, std::int64_t rows, std::int64_t w, std::int64_t m) {
+void add_block_linears(std::vector<LinearCase>& cases, const std::string& tag, std::int64_t rows, std::int64_t w,
+                       std::int64_t m) {
   cases.push_back({tag + "/qkv", rows, w, 3 * w, Use::Plain, true});
   cases.push_back({tag + "/out", rows, w, w, Use::Residual, true});
   cases.push_back({tag + "/fc+quickgelu", rows, w, m, Use::Activated, true});
@@ -124,7 +125,10 @@ void register_all() {
   }
   add_block_linears(linears, "text/77", text_seq, text_w, text_m);
   // Without the epilogue, to show what the separate bias + QuickGELU pass costs.
-  linears.push_back({"ViT-B/16/b8/fc(no bias, no act)", vit_seq * 8, vit_w, vit_m, Use::Plain, false});
+  for (std::int64_t batch : {1, 8}) {
+    const std::string tag = "ViT-B/16/b" + std::to_string(batch);
+    linears.push_back({tag + "/fc(no bias, no act)", vit_seq * batch, vit_w, vit_m, Use::Plain, false});
+  }
   linears.push_back({"text/77/fc(no bias, no act)", text_seq, text_w, text_m, Use::Plain, false});
   for (const auto& c : linears) {
     const std::string name = "linear/" + c.name + " " + std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" +

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <new>
 #include <string>
 
 #ifdef _OPENMP
@@ -103,7 +104,9 @@ struct FloatArray {
   struct Free {
     void operator()(float* p) const { std::free(p); }
   };
-  explicit FloatArray(std::size_t n) : data(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)))) {}
+  explicit FloatArray(std::size_t n) : data(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)))) {
+    if (!data) throw std::bad_alloc();
+  }
   std::unique_ptr<float[], Free> data;
 };
 
@@ -196,7 +199,8 @@ inline void add_peak_context() {
 // UseRealTime(), as with several threads the default (CPU time of all threads) would undercount.
 inline void report_flops(benchmark::State& state, double flops) {
   state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["%peak"] = benchmark::Counter(100.0 * flops / machine_peak().flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["%peak"] =
+      benchmark::Counter(100.0 * flops / machine_peak().flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Counters for `bytes` of memory traffic per iteration, against the measured triad bandwidth.

@@ -85,7 +85,8 @@ def blas_in_use():
     """Which BLAS torch's fp32 GEMMs reach: the Debian build links the generic libblas.so.3, which
     the alternatives system points at OpenBLAS or at the (very slow) reference BLAS."""
     config = torch.__config__.show()
-    blas_info = next((part.split("=", 1)[1] for part in config.replace(",", "\n").split() if part.startswith("BLAS_INFO=")), "?")
+    settings = config.replace(",", "\n").split()
+    blas_info = next((part.split("=", 1)[1] for part in settings if part.startswith("BLAS_INFO=")), "?")
     a = torch.randn(64, 64)
     (a @ a).sum().item()  # make sure the BLAS library is loaded
     with open("/proc/self/maps") as maps:
@@ -155,16 +156,19 @@ def main():
         if not args.no_gemm:
             # nn.Linear shapes of one block at batch 8 (rows = tokens), the same as bench_gemm's.
             rows = 8 * ((image // patch) ** 2 + 1)
-            for name, k, n in (("qkv", width, 3 * width), ("out", width, width), ("fc", width, 4 * width), ("proj", 4 * width, width)):
+            shapes = (("qkv", width, 3 * width), ("out", width, width), ("fc", width, 4 * width), ("proj", 4 * width, width))
+            for name, k, n in shapes:
                 x, w = torch.randn(rows, k), torch.randn(n, k)
                 seconds = timed(lambda: torch.nn.functional.linear(x, w), args.runs, args.warmup)
-                print(f"gemm {name:5s} {rows}x{k}->{n}: {seconds * 1e3:8.2f} ms  {2 * rows * k * n / seconds * 1e-9:7.1f} GFLOP/s")
+                gflops = 2 * rows * k * n / seconds * 1e-9
+                print(f"gemm {name:5s} {rows}x{k}->{n}: {seconds * 1e3:8.2f} ms  {gflops:7.1f} GFLOP/s")
         for batch in args.batches:
             images = torch.randn(batch, 3, image, image)
             seconds = timed(lambda: model(images), args.runs, args.warmup)
             flops = vision_flops(image, patch, width, layers, embed, batch)
             print(f"{args.model} batch {batch}: {seconds * 1e3:8.1f} ms (median of {args.runs})  "
-                  f"{batch / seconds:6.2f} images/s  {flops / seconds * 1e-9:6.1f} GFLOP/s  ({flops * 1e-9 / batch:.1f} GFLOP/image)")
+                  f"{batch / seconds:6.2f} images/s  {flops / seconds * 1e-9:6.1f} GFLOP/s  "
+                  f"({flops * 1e-9 / batch:.1f} GFLOP/image)")
 
 
 if __name__ == "__main__":
