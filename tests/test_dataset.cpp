@@ -54,16 +54,8 @@ void write(const fs::path& p, const std::string& content = "") {
   REQUIRE(out.good());
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
 
 std::vector<std::string> names_relative(const std::vector<fs::path>& paths, const fs::path& root) {
   std::vector<std::string> out;

@@ -49,18 +49,8 @@ std::vector<std::uint8_t> labels_of(const std::string& s, std::uint8_t one = 1) 
   return out;
 }
 
-// Error text, or "" when f does not throw focuspatch::Error.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
 
 // F1 at "score >= threshold", counted directly.
 double f1_at(std::span<const double> scores, std::span<const std::uint8_t> labels, double threshold) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "focuspatch/core/error.hpp"
+
 namespace focuspatch::test {
 
 inline std::filesystem::path fixtures_dir() { return FOCUSPATCH_FIXTURES_DIR; }
@@ -30,5 +32,18 @@ inline std::filesystem::path shared_vocab_path() {
   return std::filesystem::path(FOCUSPATCH_SHARED_DIR) / "clip" / "bpe_simple_vocab_16e6.txt.gz";
 }
 inline bool have_shared_vocab() { return std::filesystem::exists(shared_vocab_path()); }
+
+// Error text, or "" when f does not throw focuspatch::Error.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace focuspatch::test
