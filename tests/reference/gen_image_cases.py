@@ -167,6 +167,12 @@ def main():
         out = np.asarray(Image.fromarray(plane, "F").resize((w, h), Image.BICUBIC), dtype=np.float32)
         write_raw(os.path.join(ROOT, f"plane_7x5.to{w}x{h}.f32"), out.astype("<f4"))
 
+    # CMYK JPEG (as Photoshop and print workflows write them, Adobe marker, inverted ink values):
+    # PIL's convert("RGB") and stb use the same formula, (255 - C)(255 - K) / 255 on stored values.
+    # Its own generator so the cases above keep their random streams.
+    cmyk_rng = np.random.default_rng(20261127)
+    save_and_add("cmyk_40x36.jpg", Image.fromarray(u8(structured(cmyk_rng, 40, 36, 3)), "RGB").convert("CMYK"), quality=90)
+
     # Broken files.
     with open(os.path.join(ROOT, "rgb_37x53.png"), "rb") as f:
         good = bytearray(f.read())
