@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/cli_args.hpp"
+#include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/io/json.hpp"
@@ -42,6 +43,7 @@ options:
                        it hurt on unaligned objects, see README)
   --no-value-value     text map from the ordinary patch tokens instead of the value-value path
   --scale LO,HI        colour scale of the overlays (default: 0,1)
+  --max-image-pixels N refuse larger images before decoding them (default 100000000)
   -h, --help           this text
 )";
 
@@ -49,7 +51,8 @@ int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
-  const cli::Args args(argc, argv, {"weights", "text-weight", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale"},
+  const cli::Args args(argc, argv, {"weights", "text-weight", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale",
+                        cli::kMaxImagePixelsOption},
                        {"no-value-value", "suppress-background"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto out_dir = args.get("out");
@@ -58,6 +61,7 @@ int run(int argc, char** argv) {
   require(!images.empty(), "no --image given: nothing to inspect");
   float lo = 0.0f, hi = 1.0f;
   if (auto s = args.get("scale")) tools::parse_pair(*s, "--scale", lo, hi);
+  const ImageLoadOptions image_options = cli::image_load_options(args);
 
   tools::DetectorSetup setup(args);
   auto& detector = setup.detector();
@@ -72,7 +76,7 @@ int run(int argc, char** argv) {
   for (const auto& [category, paths] : tools::normal_shots(normals)) {
     std::vector<Image> shots;
     std::vector<std::string> names;
-    for (const auto& p : paths) shots.push_back(load_image(p)), names.push_back(p);
+    for (const auto& p : paths) shots.push_back(load_image(p, image_options)), names.push_back(p);
     detector.add_normal(category, shots, names);
     std::cerr << "memory: " << category << " <- " << paths.size() << " normal image(s)\n";
   }
@@ -86,7 +90,7 @@ int run(int argc, char** argv) {
   w.begin_object().member("weights", args.get_or("weights", "")).key("images").begin_array();
   std::set<std::string> used_names;
   for (const auto& path : images) {
-    const Image image = load_image(path);
+    const Image image = load_image(path, image_options);
     const Detection d = detector.detect(std::span<const Image>(&image, 1)).front();
     const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
     std::string stem = fs::path(path).stem().string();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/cli_args.hpp"
+#include "common/image_options.hpp"
 #include "focuspatch/io/image.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/io/preprocess.hpp"
@@ -33,6 +34,8 @@ options:
   --json             the compact form above (stable; what scripts and acceptance checks read)
   --normalize        write L2-normalized embeddings instead of the raw projections
   --out FILE         write the JSON there instead of standard output
+  --max-image-pixels N
+                     refuse larger images before decoding them (default 100000000)
   -h, --help         this text
 )";
 
@@ -55,7 +58,7 @@ void write_row(focuspatch::json::Writer& w, const float* row, std::int64_t width
 
 using namespace focuspatch;
 
-FloatTensor preprocess_all(const ClipConfig& c, const std::vector<std::string>& images, int size) {
+FloatTensor preprocess_all(const ClipConfig& c, const std::vector<std::string>& images, int size, const ImageLoadOptions& options) {
   using namespace focuspatch;
   ClipPreprocess pp;
   pp.resolution = size;
@@ -63,7 +66,7 @@ FloatTensor preprocess_all(const ClipConfig& c, const std::vector<std::string>& 
   pp.std = c.image_std;
   FloatTensor pixels({static_cast<std::int64_t>(images.size()), 3, size, size});
   for (std::size_t i = 0; i < images.size(); ++i)
-    preprocess_clip_into(load_image(images[i]), pp, pixels.data() + static_cast<std::int64_t>(i) * 3 * size * size);
+    preprocess_clip_into(load_image(images[i], options), pp, pixels.data() + static_cast<std::int64_t>(i) * 3 * size * size);
   return pixels;
 }
 
@@ -81,7 +84,7 @@ void emit(const std::string& text, const std::optional<std::string>& path) {
 // The stable, compact form (--json): exactly image_embeddings, patch_tokens, text_embeddings and
 // token_ids, raw model outputs, each a list in argument order.
 void write_compact(focuspatch::ClipModel<>& model, const std::vector<std::string>& images, const std::vector<std::string>& texts, int size,
-                   const std::optional<std::string>& out) {
+                   const std::optional<std::string>& out, const focuspatch::ImageLoadOptions& image_options) {
   using namespace focuspatch;
   const std::int64_t D = model.config().embed_dim;
   json::Writer w(0);
@@ -89,7 +92,7 @@ void write_compact(focuspatch::ClipModel<>& model, const std::vector<std::string
   w.key("image_embeddings").begin_array();
   VisionOutput v;
   if (!images.empty()) {
-    const FloatTensor pixels = preprocess_all(model.config(), images, size);
+    const FloatTensor pixels = preprocess_all(model.config(), images, size, image_options);
     v = model.encode_images(pixels.values(), pixels.dim(0), VisionRequest{}, size);
     for (std::size_t i = 0; i < images.size(); ++i) write_row(w, v.image_embeddings.data() + static_cast<std::int64_t>(i) * D, D);
   }
@@ -121,7 +124,7 @@ int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
-  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out"}, {"patch-tokens", "normalize", "json"});
+  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out", cli::kMaxImagePixelsOption}, {"patch-tokens", "normalize", "json"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional().front(),
           "' (images go after --image, texts after --text)");
   const auto weights = args.get("weights");
@@ -138,7 +141,8 @@ int run(int argc, char** argv) {
   const int size = static_cast<int>(args.get_int("size", c.vision.patch_size, 4096).value_or(c.vision.image_size));
   require(size % c.vision.patch_size == 0, "option --size: ", size, " is not a multiple of the patch size ", c.vision.patch_size);
 
-  if (compact) return write_compact(model, images, texts, size, args.get("out")), 0;
+  const ImageLoadOptions image_options = cli::image_load_options(args);
+  if (compact) return write_compact(model, images, texts, size, args.get("out"), image_options), 0;
 
   json::Writer w(1);
   w.begin_object();
@@ -150,7 +154,7 @@ int run(int argc, char** argv) {
 
   FloatTensor image_embeddings, text_embeddings;
   if (!images.empty()) {
-    const FloatTensor pixels = preprocess_all(c, images, size);
+    const FloatTensor pixels = preprocess_all(c, images, size, image_options);
     VisionRequest request;
     request.patch_tokens = patch_tokens;
     VisionOutput out = model.encode_images(pixels.values(), pixels.dim(0), request, size);

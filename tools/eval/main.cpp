@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/cli_args.hpp"
+#include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/eval/evaluation.hpp"
@@ -45,6 +46,7 @@ options:
   --no-value-value     text map from the ordinary patch tokens
   --shots-per-batch N  images per forward pass (default 8)
   --quiet              no progress bar
+  --max-image-pixels N refuse larger images before decoding them (default 100000000)
   -h, --help           this text
 )";
 
@@ -96,7 +98,8 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv,
-                       {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch"},
+                       {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch",
+                        cli::kMaxImagePixelsOption},
                        {"per-class", "no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto data_root = args.get("data");
@@ -107,6 +110,7 @@ int run(int argc, char** argv) {
   options.shots = static_cast<std::size_t>(args.get_int("shots", 1, 1000).value_or(4));
   options.seed = static_cast<std::uint64_t>(args.get_int("seed", 0, (1ll << 62)).value_or(0));
   options.per_class = args.has("per-class");
+  options.images = cli::image_load_options(args);
   const auto overlays = args.get_int("overlays", 0, 1000).value_or(3);
   eval::DatasetOptions data_options;
   if (auto c = args.get("categories")) data_options.categories = split_commas(*c);

@@ -27,6 +27,7 @@ struct EvaluationOptions {
   std::uint64_t seed = 0;
   bool per_class = false;
   double aupro_limit = 0.3;
+  ImageLoadOptions images;  // for shots, test images and masks alike
 };
 
 struct CategoryResult {
@@ -91,7 +92,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     std::vector<Image> images;
     std::vector<std::string> names;
     for (const auto& p : r.shots) {
-      images.push_back(load_image(p.string()));
+      images.push_back(load_image(p.string(), options.images));
       names.push_back(p.string());
     }
     const auto t0 = clock::now();
@@ -129,7 +130,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     for (std::size_t begin = 0; begin < c.test.size(); begin += batch) {
       const std::size_t end = std::min(c.test.size(), begin + batch);
       std::vector<Image> images;
-      for (std::size_t i = begin; i < end; ++i) images.push_back(load_image(c.test[i].image.string()));
+      for (std::size_t i = begin; i < end; ++i) images.push_back(load_image(c.test[i].image.string(), options.images));
       const auto t0 = clock::now();
       const auto features = detector.encode(images);
       std::vector<Detection> detections;
@@ -141,7 +142,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
         const Detection& d = detections[i - begin];
         std::vector<std::uint8_t> mask(static_cast<std::size_t>(res) * static_cast<std::size_t>(res), 0);
         if (t.anomalous) {
-          const Image m = load_image(t.mask.string());
+          const Image m = load_image(t.mask.string(), options.images);
           const Image& img = images[i - begin];
           require(m.width == img.width && m.height == img.height, t.mask.string(), ": mask is ", m.width, "x", m.height, " but its image ",
                   t.image.string(), " is ", img.width, "x", img.height);

@@ -37,6 +37,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <stb/stb_image.h>
@@ -206,6 +207,21 @@ inline void check_jpeg_huffman_tables(std::span<const std::byte> bytes, std::str
   }
 }
 
+// The size a PNG's IHDR declares, or {0, 0} for anything else. stb refuses PNGs over 2^30 decoded
+// bytes inside stbi_info, with a reason ("unknown image type") that hides that the file is simply
+// too large; knowing the size first lets the pixel limit, and an honest message, come first.
+inline std::pair<std::int64_t, std::int64_t> png_declared_size(std::span<const std::byte> bytes) {
+  static constexpr unsigned char kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (bytes.size() < 24 || std::memcmp(bytes.data(), kSignature, 8) != 0 || std::memcmp(bytes.data() + 12, "IHDR", 4) != 0)
+    return {0, 0};
+  auto be32 = [&](std::size_t at) {
+    std::int64_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v = v << 8 | std::to_integer<std::int64_t>(bytes[at + i]);
+    return v;
+  };
+  return {be32(16), be32(20)};
+}
+
 }  // namespace detail
 
 // Decodes an image held in memory; `name` is used in error messages.
@@ -218,15 +234,23 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
   detail::check_jpeg_huffman_tables(bytes, name);  // before stb reads any of it, stbi_info included
 
   // Read only the header first, so the pixel limit is enforced before any large allocation.
+  auto check_pixel_limit = [&](std::int64_t width, std::int64_t height) {
+    const std::int64_t pixels = width * height;
+    require(pixels <= options.max_pixels, name, ": image is ", width, "x", height, " = ", pixels,
+            " pixels, more than the limit of ", options.max_pixels,
+            " (raise ImageLoadOptions::max_pixels, or --max-image-pixels of the focuspatch programs, to load it)");
+  };
+  const auto [png_w, png_h] = detail::png_declared_size(bytes);
+  check_pixel_limit(png_w, png_h);
   int w = 0, h = 0, channels = 0;
-  if (!stbi_info_from_memory(data, len, &w, &h, &channels))
+  if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
+    require(png_w * png_h * 4 <= (std::int64_t{1} << 30), name, ": PNG of ", png_w, "x", png_h,
+            " pixels is larger than stb_image decodes (2^30 bytes per image); split or shrink it");
     fail(name, ": not a supported image or its header is corrupt (stb_image: ", detail::stb_reason(),
          "); PNG, JPEG, BMP, TGA, GIF, PSD, PNM and PIC files are supported");
+  }
   require(w > 0 && h > 0, name, ": image has size ", w, "x", h, ", nothing to decode");
-  const std::int64_t pixels = std::int64_t{w} * std::int64_t{h};
-  require(pixels <= options.max_pixels, name, ": image is ", w, "x", h, " = ", pixels,
-          " pixels, more than the limit of ", options.max_pixels,
-          " (raise ImageLoadOptions::max_pixels to load it)");
+  check_pixel_limit(w, h);
   // stb would tone-map a Radiance HDR file to 8 bits by its own rules, which nothing in CLIP's
   // pipeline does (Pillow cannot open them); refuse rather than guess.
   require(!stbi_is_hdr_from_memory(data, len), name,
@@ -234,7 +258,7 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
 
   const bool alpha = options.keep_alpha && (channels == 2 || channels == 4) && !detail::alpha_is_palette_transparency(bytes);
   const int want = alpha ? 4 : 3;
-  const auto n = static_cast<std::size_t>(pixels);
+  const auto n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
 
   detail::StbReader reader{bytes};
   stbi_io_callbacks callbacks{&detail::StbReader::read, &detail::StbReader::skip, &detail::StbReader::eof};
