@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds the programs and tests with AddressSanitizer + UndefinedBehaviorSanitizer and runs the whole
-# suite (the CMake preset "asan"). Any leak, memory error or undefined behaviour fails the run.
+# Builds the programs and tests with AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer
+# included) and runs the suite (the CMake preset "asan"). Any leak, memory error or undefined
+# behaviour fails the run.
+#   bash scripts/test-sanitized.sh                 # every test (~20 minutes on 2 cores)
+#   bash scripts/test-sanitized.sh test_faults ... # only these tests (and the programs they run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-asan}
@@ -8,10 +11,16 @@ jobs=${JOBS:-$(nproc)}
 start=$(date +%s)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOCUSPATCH_SANITIZE=address,undefined \
   -DFOCUSPATCH_BUILD_BENCH=OFF -DFOCUSPATCH_BUILD_FUZZ=OFF >/dev/null
-cmake --build "$build" -j"$jobs"
+filter=()
+if [ $# -gt 0 ]; then
+  cmake --build "$build" -j"$jobs" --target "$@"
+  filter=(-R "^($(IFS='|'; echo "$*"))\$")
+else
+  cmake --build "$build" -j"$jobs"
+fi
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
-(cd "$build" && ctest --output-on-failure -j"$jobs") || status=$?
+(cd "$build" && ctest --output-on-failure -j"$jobs" "${filter[@]}") || status=$?
 echo "sanitized build + suite: $(($(date +%s) - start)) s (exit $status)"
 exit $status

@@ -26,6 +26,7 @@
 #include "focuspatch/anomaly/memory_bank.hpp"
 #include "focuspatch/anomaly/patch_focus.hpp"
 #include "focuspatch/anomaly/prompt_bank.hpp"
+#include "focuspatch/core/finite.hpp"
 #include "focuspatch/io/image.hpp"
 #include "focuspatch/io/preprocess.hpp"
 #include "focuspatch/io/resample.hpp"
@@ -216,6 +217,9 @@ class Detector {
     return std::as_const(*this).detect_features(f, category);
   }
   Detection detect_features(const ImageFeatures& f, const std::optional<std::string>& category = std::nullopt) const {
+    // A NaN would reach the score as NaN, which passes every "score > threshold" test; a part
+    // must never pass inspection because its numbers broke (see core/finite.hpp).
+    require_finite_features(f);
     Detection d;
     if (category) {
       d.route.category = *category;
@@ -251,10 +255,24 @@ class Detector {
     d.visual_score = image_score_top_fraction(upsample_bilinear(d.visual_map, n, n), options_.image_top_fraction);
     const float map_top = image_score_top_fraction(d.map, options_.image_top_fraction);
     d.image_score = static_cast<float>(options_.text_score_weight * d.text_score + (1.0 - options_.text_score_weight) * map_top);
+    const float scores[] = {d.image_score, d.text_score, d.visual_score};
+    require(!find_non_finite(scores) && !find_non_finite(d.map.values), "detector: the anomaly score or map of an image in category '",
+            cat, "' is not finite although its features were; overflow in the model?");
     return d;
   }
 
  private:
+  static void require_finite_features(const ImageFeatures& f) {
+    auto check = [](std::span<const float> values, const char* what) {
+      if (const auto bad = find_non_finite(values))
+        fail("detector: the image's ", what, " holds ", bad->what, " at element ", bad->index, " of ", values.size(),
+             "; refusing to score it (NaN/inf in the input or the weights?)");
+    };
+    check(f.global, "global embedding");
+    for (const auto& layer : f.layer_patches) check(layer.values(), "patch features");
+    check(f.text_patches.values(), "text-aligned patch features");
+  }
+
   KeywordEmbeddings bank_keywords(const std::string& category) {
     const std::string word = object_word_for_category(category);
     const auto& file = model_.weights();
@@ -264,7 +282,9 @@ class Detector {
     }
     require(bank_.has_value(), file.path(), ": holds no keyword embeddings for '", word, "' and no prompt bank was given to compute them");
     require(model_.has_tokenizer(), file.path(), ": no tokenizer to encode the prompt bank; convert with --vocab");
-    return compute_keyword_embeddings(*bank_, word, [this](std::span<const std::string> texts) { return model_.encode_texts(texts); });
+    return compute_keyword_embeddings(*bank_, word, [this](std::span<const std::string> texts) {
+      return model_.encode_texts(texts, TextOverflow::Refuse);
+    });
   }
 
   static KeywordEmbeddings append_keywords(KeywordEmbeddings a, const KeywordEmbeddings& b) {

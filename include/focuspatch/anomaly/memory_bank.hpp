@@ -251,6 +251,7 @@ class MemoryBank {
             "' but the weights in use are '", expected_weights_id,
             "'; its features are in another space. Rebuild the memory bank from the shots with these weights");
     f.verify_data_checksum();
+    f.verify_finite();
 
     const fpw::MetaValue& layers = f.meta("memory.layers");
     require(layers.kind == fpw::MetaKind::IntArray, where, ": metadata memory.layers is a ", fpw::meta_kind_name(layers.kind),
@@ -313,8 +314,8 @@ class MemoryBank {
       float* row = data.data() + r * feature_dim_;
       double sq = 0.0;
       for (std::int64_t j = 0; j < feature_dim_; ++j) sq += static_cast<double>(row[j]) * row[j];
-      require(std::isfinite(sq) && sq > 0.0, "memory bank: ", what, ": row ", r, " is ", sq > 0.0 ? "not finite" : "all zeros",
-              ", it has no direction");
+      require(std::isfinite(sq) && sq > 0.0, "memory bank: ", what, ": row ", r, " is ",
+              std::isfinite(sq) ? "all zeros, it has no direction" : "not finite (NaN or inf)");
       const double inv = 1.0 / std::sqrt(sq);
       for (std::int64_t j = 0; j < feature_dim_; ++j) row[j] = static_cast<float>(row[j] * inv);
     }

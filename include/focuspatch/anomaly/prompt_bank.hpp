@@ -380,7 +380,12 @@ inline KeywordEmbeddings compute_keyword_embeddings(const PromptBank& bank, std:
   std::vector<std::size_t> counts(bank.keywords.size(), 0);
   for (std::size_t begin = 0; begin < prompts.size(); begin += batch_size) {
     const std::size_t n = std::min(batch_size, prompts.size() - begin);
-    const FloatTensor out = encode(std::span<const std::string>(prompts.data() + begin, n));
+    FloatTensor out;
+    try {
+      out = encode(std::span<const std::string>(prompts.data() + begin, n));
+    } catch (const Error& e) {  // e.g. a prompt longer than the context: say which bank it came from
+      fail(bank.source, ": ", e.what());
+    }
     require(out.shape().size() == 2 && out.dim(0) == static_cast<std::int64_t>(n) && out.dim(1) > 0, bank.source,
             ": the text encoder returned shape ", shape_string(out.shape()), " for ", n, " prompts; expected [", n, ", D]");
     if (dim == 0) dim = out.dim(1);

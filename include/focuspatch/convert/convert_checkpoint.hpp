@@ -263,7 +263,9 @@ inline PromptDataReport write_clip_weights_with_prompts(const ConversionPlan& pl
   std::vector<KeywordEmbeddings> embeddings;
   if (data.bank) {
     ClipModel<> model(model_only.path.string());
-    const TextEncoder encode = [&model](std::span<const std::string> texts) { return model.encode_texts(texts); };
+    const TextEncoder encode = [&model](std::span<const std::string> texts) {
+      return model.encode_texts(texts, TextOverflow::Refuse);
+    };
     for (const auto& object : data.objects) embeddings.push_back(compute_keyword_embeddings(*data.bank, object, encode));
     report.objects = data.objects;
     report.keywords = data.bank->keywords.size();

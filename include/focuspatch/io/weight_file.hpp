@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/core/finite.hpp"
 #include "focuspatch/core/tensor.hpp"
 #include "focuspatch/io/fpw_format.hpp"
 #include "focuspatch/io/inflate.hpp"
@@ -110,6 +111,17 @@ class WeightFile {
     const std::uint32_t actual = crc32(file_.bytes().subspan(data_offset_, data_size_));
     require(actual == data_crc_, path(), ": data checksum mismatch (file says ", data_crc_, ", data gives ", actual,
             "); the file is corrupt");
+  }
+
+  // Every floating-point tensor holds only finite values. The checksum cannot catch a NaN that was
+  // already in the checkpoint (a diverged run, a broken export); see core/finite.hpp for the harm.
+  void verify_finite() const {
+    for (const auto& name : order_) {
+      const TensorView& t = tensors_.at(name);
+      if (const auto bad = find_non_finite(t.dtype, t.data, static_cast<std::size_t>(t.numel())))
+        fail(path(), ": tensor '", name, "' holds ", bad->what, " at element ", bad->index, " of ", t.numel(),
+             "; the weights are damaged (was the checkpoint saved from a diverged run?)");
+    }
   }
 
  private:

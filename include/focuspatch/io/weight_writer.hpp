@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/core/finite.hpp"
 #include "focuspatch/core/half.hpp"
 #include "focuspatch/core/tensor.hpp"
 #include "focuspatch/io/fpw_format.hpp"
@@ -93,6 +94,15 @@ class WeightWriter {
     const auto temp = std::filesystem::path(path.string() + ".partial");
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     if (!out) fail(temp.string(), ": cannot open for writing");
+    // A failure below (a producer's error, a full disk) must not leave the half-written file behind.
+    struct RemovePartial {
+      const std::filesystem::path& temp;
+      bool keep = false;
+      ~RemovePartial() {
+        std::error_code ignored;
+        if (!keep) std::filesystem::remove(temp, ignored);
+      }
+    } remove_partial{temp};
     out.write(fpw::kMagic.data(), fpw::kMagic.size());
     auto write_pod = [&out](const auto& v) { out.write(reinterpret_cast<const char*>(&v), sizeof(v)); };
     write_pod(fpw::kVersion);
@@ -116,7 +126,15 @@ class WeightWriter {
       const FloatTensor value = e.produce();
       require(value.shape() == e.shape, "weight file: tensor '", e.name, "' was declared ", shape_string(e.shape), " but produced ",
               shape_string(value.shape()));
+      // A NaN or infinity would be refused by every model load (core/finite.hpp); better refused
+      // here, naming the tensor, than written. Encoding can make one: fp16 tops out at 65504.
+      if (const auto bad = find_non_finite(value.values()))
+        fail("weight file: tensor '", e.name, "' holds ", bad->what, " at element ", bad->index, " of ", value.numel(),
+             "; the source weights are damaged");
       encode(value, e.dtype, buffer);
+      if (const auto bad = find_non_finite(e.dtype, buffer.data(), static_cast<std::size_t>(value.numel())))
+        fail("weight file: tensor '", e.name, "' element ", bad->index, " (", value.data()[bad->index], ") does not fit in ",
+             dtype_name(e.dtype), "; store the weights as f32 or bf16");
       data_crc = crc32(std::as_bytes(std::span(buffer.data(), buffer.size())), data_crc);
       out.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       written = offsets[i] + buffer.size();
@@ -127,6 +145,7 @@ class WeightWriter {
     if (!out) fail(temp.string(), ": write failed (disk full?)");
     std::error_code ec;
     std::filesystem::rename(temp, path, ec);
+    remove_partial.keep = !ec;
     if (ec) fail(path.string(), ": cannot move the finished file into place (", ec.message(), ")");
   }
 
