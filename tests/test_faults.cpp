@@ -4,6 +4,7 @@
 // scripts/test-sanitized.sh, runs this under LeakSanitizer as well).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -269,6 +270,39 @@ TEST_CASE("a 20000 x 20000 image is refused before decoding; programs take a hig
   run = test::run_tool("focuspatch-embed", "--weights " + tiny_weights() + " --image " + small + " --max-image-pixels 0", log);
   CHECK(run.status != 0);
   CHECK(contains(run.output, "max-image-pixels"));
+}
+
+TEST_CASE("a 1 x 1 image is a valid input: it becomes a constant image and is scored") {
+  Image dot;
+  dot.width = dot.height = 1;
+  dot.rgb = {200, 100, 50};
+  const fs::path path = scratch() / "dot.png";
+  write_png(path.string(), dot);
+  const Image back = load_image(path.string());
+  REQUIRE(back.width == 1);
+  REQUIRE(back.height == 1);
+  CHECK(back.rgb == dot.rgb);
+
+  // Resizing a single pixel to any size gives that pixel everywhere: by hand, (v / 255 - mean) / std.
+  ClipPreprocess p;
+  p.resolution = 32;
+  const FloatTensor t = preprocess_clip(back, p);
+  REQUIRE(t.numel() == 3 * 32 * 32);
+  double worst = 0;
+  for (int c = 0; c < 3; ++c) {
+    const double expected = (dot.rgb[static_cast<std::size_t>(c)] / 255.0 - p.mean[static_cast<std::size_t>(c)]) / p.std[static_cast<std::size_t>(c)];
+    for (int i = 0; i < 32 * 32; ++i) worst = std::max(worst, std::abs(double(t.data()[c * 32 * 32 + i]) - expected));
+  }
+  CHECK(worst < 1e-5);
+
+  ClipModel<> model(tiny_weights());
+  Detector<> detector(model);
+  detector.set_keywords("washer", unit_keywords(model.config().embed_dim));
+  const Image shot = synthetic("washer", SyntheticSplit::train, "good", 0);
+  detector.add_normal("washer", std::span<const Image>(&shot, 1), std::vector<std::string>{"shot0"});
+  const Detection d = detector.detect(std::span<const Image>(&back, 1)).at(0);
+  CHECK(std::isfinite(d.image_score));
+  CHECK(d.map.width == model.config().vision.image_size);
 }
 
 TEST_CASE("a prompt longer than the text context is refused, naming the prompt bank") {
