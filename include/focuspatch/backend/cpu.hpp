@@ -15,6 +15,7 @@
 #include <span>
 #include <vector>
 
+#include "focuspatch/backend/cpu_attention.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
@@ -127,41 +128,7 @@ class CpuBackend {
   // head_dim for batch x seq tokens; out receives batch x seq rows of heads * head_dim.
   void attention(const float* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, float* out,
                  AttentionKind kind = AttentionKind::QueryKey) const {
-    const std::int64_t width = std::int64_t{heads} * head_dim;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-#pragma omp parallel for collapse(2) schedule(static)
-    for (std::int64_t b = 0; b < batch; ++b) {
-      for (int h = 0; h < heads; ++h) {
-        thread_local std::vector<float> scores;
-        scores.resize(static_cast<std::size_t>(seq * seq));
-        const float* base = qkv + b * seq * 3 * width + std::int64_t{h} * head_dim;
-        const float* v_ptr = base + 2 * width;
-        const float* q_ptr = kind == AttentionKind::QueryKey ? base : v_ptr;
-        const float* k_ptr = kind == AttentionKind::QueryKey ? base + width : v_ptr;
-        const Eigen::OuterStride<> packed(3 * width);
-        Eigen::Map<const RowMatrixType, 0, Eigen::OuterStride<>> Q(q_ptr, seq, head_dim, packed), K(k_ptr, seq, head_dim, packed),
-            V(v_ptr, seq, head_dim, packed);
-        Matrix S(scores.data(), seq, seq);
-        S.noalias() = (Q * scale) * K.transpose();
-        for (std::int64_t i = 0; i < seq; ++i) {
-          float* row = scores.data() + i * seq;
-          const std::int64_t valid = causal ? i + 1 : seq;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (std::int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-          float sum = 0.0f;
-          for (std::int64_t j = 0; j < valid; ++j) {
-            row[j] = std::exp(row[j] - mx);
-            sum += row[j];
-          }
-          const float inv = 1.0f / sum;
-          for (std::int64_t j = 0; j < valid; ++j) row[j] *= inv;
-          for (std::int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
-        }
-        Eigen::Map<RowMatrixType, 0, Eigen::OuterStride<>> O(out + b * seq * width + std::int64_t{h} * head_dim, seq, head_dim,
-                                                             Eigen::OuterStride<>(width));
-        O.noalias() = S * V;
-      }
-    }
+    cpu_attention(qkv, batch, seq, heads, head_dim, causal, out, kind);
   }
 
   // images [batch, 3, size, size] -> patches [batch * grid * grid, 3 * patch * patch], each row laid
