@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu.hpp"
+#include "focuspatch/core/half.hpp"
 #include "peak.hpp"
 
 namespace {
@@ -40,11 +41,17 @@ struct LinearCase {
   std::int64_t rows, in, out;
   Use use;
   bool bias;
+  focuspatch::DType weights = focuspatch::DType::F32;  // F16: read in place from half storage, widened while packing
 };
 
 void linear(benchmark::State& state, const LinearCase& c) {
   const CpuBackend be;
-  const auto weight = be.upload(filled({c.out, c.in}, 1.0f / 32.0f, 1));
+  const FloatTensor weight_values = filled({c.out, c.in}, 1.0f / 32.0f, 1);
+  std::vector<std::uint16_t> halves;
+  for (float v : weight_values.values()) halves.push_back(focuspatch::float_to_half(v));
+  const auto weight = c.weights == focuspatch::DType::F16
+                          ? be.upload_matrix(focuspatch::TensorView{focuspatch::DType::F16, {c.out, c.in}, halves.data()})
+                          : be.upload(weight_values);
   const auto bias = be.upload(filled({c.out}, 0.02f, 2));
   const FloatTensor x = filled({c.rows, c.in}, 1.0f, 3);
   auto y = be.allocate(static_cast<std::size_t>(c.rows * c.out));
@@ -130,6 +137,13 @@ void register_all() {
     linears.push_back({tag + "/fc(no bias, no act)", vit_seq * batch, vit_w, vit_m, Use::Plain, false});
   }
   linears.push_back({"text/77/fc(no bias, no act)", text_seq, text_w, text_m, Use::Plain, false});
+  // fp16 weight files: the same layers reading half-precision matrices.
+  for (std::int64_t batch : {1, 8}) {
+    std::vector<LinearCase> half;
+    add_block_linears(half, "ViT-B/16/b" + std::to_string(batch) + "/f16", vit_seq * batch, vit_w, vit_m);
+    for (auto& c : half) c.weights = focuspatch::DType::F16;
+    linears.insert(linears.end(), half.begin(), half.end());
+  }
   for (const auto& c : linears) {
     const std::string name = "linear/" + c.name + " " + std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" +
                              std::to_string(c.out);

@@ -1,6 +1,8 @@
 #pragma once
-// The CPU backend: fp32 compute with Eigen's GEMM and OpenMP threads. fp32 weights are used in
-// place from the mapped weight file; fp16/bf16 weights are decoded to fp32 once, at load.
+// The CPU backend: fp32 compute with OpenMP threads; linear layers run our own fused GEMM
+// (cpu_gemm.hpp), the rest Eigen. fp32 weights are used in place from the mapped weight file;
+// fp16/bf16 matrices of linear layers too (widened while the GEMM packs them), other fp16/bf16
+// weights are decoded to fp32 once, at load.
 //
 // Every backend offers this same small op set over row-major fp32 matrices addressed by raw
 // pointers into its own memory (host memory here, device memory for CUDA); model/ is written once
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu_attention.hpp"
+#include "focuspatch/backend/cpu_gemm.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
@@ -27,11 +30,15 @@ class CpuBackend {
   static constexpr const char* name() { return "cpu"; }
 
   // A read-only parameter in backend memory. `owner` keeps decoded or computed data alive; it is
-  // empty for fp32 weights that point straight into the mapped file.
+  // empty for fp32 weights that point straight into the mapped file. `stored` is the matrix as
+  // linear() reads it, in its stored dtype: for upload_matrix() of an fp16/bf16 view it points into
+  // the mapped file and `data` is null (the GEMM widens panels while packing them).
   struct Weight {
     const float* data = nullptr;
     Shape shape;
     std::shared_ptr<const std::vector<float>> owner;
+    DType dtype = DType::F32;
+    const void* stored = nullptr;
     std::int64_t numel() const { return element_count(shape); }
   };
 
@@ -60,14 +67,23 @@ class CpuBackend {
   };
 
   Weight upload(const TensorView& view) const {
-    if (view.dtype == DType::F32) return {static_cast<const float*>(view.data), view.shape, nullptr};
+    if (view.dtype == DType::F32) {
+      const auto* data = static_cast<const float*>(view.data);
+      return {data, view.shape, nullptr, DType::F32, data};
+    }
     auto decoded = std::make_shared<std::vector<float>>(static_cast<std::size_t>(view.numel()));
     decode_to_float(view.dtype, view.data, decoded->size(), decoded->data());
-    return {decoded->data(), view.shape, decoded};
+    return {decoded->data(), view.shape, decoded, DType::F32, decoded->data()};
+  }
+  // A weight only ever read by linear(): fp16 and bf16 stay in the mapped file, half the memory of
+  // a decoded copy; fp32 is used in place as by upload().
+  Weight upload_matrix(const TensorView& view) const {
+    if (view.dtype != DType::F16 && view.dtype != DType::BF16) return upload(view);
+    return {nullptr, view.shape, nullptr, view.dtype, view.data};
   }
   Weight upload(const FloatTensor& host) const {
     auto copy = std::make_shared<std::vector<float>>(host.values().begin(), host.values().end());
-    return {copy->data(), host.shape(), copy};
+    return {copy->data(), host.shape(), copy, DType::F32, copy->data()};
   }
   Buffer allocate(std::size_t count) const { return Buffer(count); }
   void write(float* dst, const float* host, std::size_t count) const { std::memcpy(dst, host, count * sizeof(float)); }
@@ -76,33 +92,13 @@ class CpuBackend {
   void copy(const float* src, float* dst, std::size_t count) const { std::memcpy(dst, src, count * sizeof(float)); }
 
   // y[rows, out] (=|+=) act(x[rows, in] W^T + b), W stored [out, in] as PyTorch's Linear does.
-  // accumulate adds the result into y: the residual connection, fused.
+  // accumulate adds the result into y: the residual connection, fused (y += act(x W^T + b)).
   void linear(const float* x, std::int64_t rows, const Weight& w, const Weight* bias, float* y, Epilogue epilogue = Epilogue::None,
               bool accumulate = false) const {
     const std::int64_t out = w.shape.at(0);
-    const std::int64_t in = w.numel() / out;
-    ConstMatrix X(x, rows, in);
-    ConstMatrix W(w.data, out, in);
-    Matrix Y(y, rows, out);
-    if (accumulate) {
-      require(epilogue == Epilogue::None, "cpu backend: an activation cannot be fused into a residual add");
-      Y.noalias() += X * W.transpose();
-      if (bias) Y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias->data, out);
-      return;
-    }
-    Y.noalias() = X * W.transpose();
-    if (!bias && epilogue == Epilogue::None) return;
-    const float* b = bias ? bias->data : nullptr;
-#pragma omp parallel for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
-      float* row = y + r * out;
-      for (std::int64_t c = 0; c < out; ++c) {
-        float v = row[c] + (b ? b[c] : 0.0f);
-        if (epilogue == Epilogue::QuickGelu) v = v / (1.0f + std::exp(-1.702f * v));
-        else if (epilogue == Epilogue::Gelu) v = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
-        row[c] = v;
-      }
-    }
+    const std::int64_t in = out == 0 ? 0 : w.numel() / out;
+    const StoredMatrix matrix{w.dtype, w.stored ? w.stored : w.data, out, in};
+    gemm_linear(x, in, rows, matrix, bias ? bias->data : nullptr, y, out, epilogue, accumulate);
   }
 
   void layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, float* y) const {

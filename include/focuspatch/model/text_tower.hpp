@@ -30,7 +30,7 @@ class TextTower {
     token_embed_ = be.upload(f.tensor("t.token_embed", {config_.vocab_size, w}));
     pos_embed_ = be.upload(f.tensor("t.pos_embed", {config_.context_length, w}));
     ln_final_ = LayerNormWeights<Backend>::load(be, f, "t.ln_final", w);
-    proj_ = be.upload(f.tensor("t.proj.weight", {embed_dim_, w}));
+    proj_ = be.upload_matrix(f.tensor("t.proj.weight", {embed_dim_, w}));
   }
 
   const TextConfig& config() const { return config_; }

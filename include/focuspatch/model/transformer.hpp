@@ -73,10 +73,10 @@ class Transformer {
       auto name = [&](const char* leaf) { return names::block(tower, i, leaf); };
       TransformerBlockWeights<Backend> blk{
           LayerNormWeights<Backend>::load(be, f, name("ln1"), w), LayerNormWeights<Backend>::load(be, f, name("ln2"), w),
-          be.upload(f.tensor(name("attn.qkv.weight"), {3 * w, w})), be.upload(f.tensor(name("attn.qkv.bias"), {3 * w})),
-          be.upload(f.tensor(name("attn.out.weight"), {w, w})),      be.upload(f.tensor(name("attn.out.bias"), {w})),
-          be.upload(f.tensor(name("mlp.fc.weight"), {m, w})),        be.upload(f.tensor(name("mlp.fc.bias"), {m})),
-          be.upload(f.tensor(name("mlp.proj.weight"), {w, m})),      be.upload(f.tensor(name("mlp.proj.bias"), {w}))};
+          be.upload_matrix(f.tensor(name("attn.qkv.weight"), {3 * w, w})), be.upload(f.tensor(name("attn.qkv.bias"), {3 * w})),
+          be.upload_matrix(f.tensor(name("attn.out.weight"), {w, w})),      be.upload(f.tensor(name("attn.out.bias"), {w})),
+          be.upload_matrix(f.tensor(name("mlp.fc.weight"), {m, w})),        be.upload(f.tensor(name("mlp.fc.bias"), {m})),
+          be.upload_matrix(f.tensor(name("mlp.proj.weight"), {w, m})),      be.upload(f.tensor(name("mlp.proj.bias"), {w}))};
       blocks_.push_back(std::move(blk));
     }
   }

@@ -46,14 +46,14 @@ class VisionTower {
   VisionTower(const Backend& be, const WeightFile& f, const ClipConfig& c)
       : config_(c.vision), embed_dim_(c.embed_dim), eps_(c.layer_norm_eps), transformer_(be, f, "v", c.vision) {
     const int w = config_.width, p = config_.patch_size;
-    patch_w_ = be.upload(f.tensor("v.patch_embed.weight", {w, 3, p, p}));
+    patch_w_ = be.upload_matrix(f.tensor("v.patch_embed.weight", {w, 3, p, p}));
     class_embed_ = be.upload(f.tensor("v.class_embed", {w}));
     const auto& pos_view = f.tensor("v.pos_embed", {config_.tokens(), w});
     pos_embed_host_ = FloatTensor::from_view(pos_view);
     pos_embed_ = be.upload(pos_view);
     ln_pre_ = LayerNormWeights<Backend>::load(be, f, "v.ln_pre", w);
     ln_post_ = LayerNormWeights<Backend>::load(be, f, "v.ln_post", w);
-    proj_ = be.upload(f.tensor("v.proj.weight", {embed_dim_, w}));
+    proj_ = be.upload_matrix(f.tensor("v.proj.weight", {embed_dim_, w}));
   }
 
   const VisionConfig& config() const { return config_; }
