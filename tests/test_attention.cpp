@@ -10,12 +10,9 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "focuspatch/backend/cpu.hpp"
 #include "focuspatch/backend/cpu_attention.hpp"
+#include "test_paths.hpp"
 
 using namespace focuspatch;
 
@@ -82,14 +79,6 @@ std::vector<double> reference(const std::vector<float>& qkv, const AttentionCase
   return out;
 }
 
-void set_threads(int threads) {
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
 // Runs the backend's attention on qkv and returns the largest |got - reference|; every output must
 // also be finite.
 double max_error(const std::vector<float>& qkv, const AttentionCase& s) {
@@ -124,7 +113,7 @@ void check_shape(const AttentionCase& s, std::uint32_t seed, float input_scale =
 
 TEST_CASE("attention matches the double-precision definition over awkward lengths and head sizes") {
   for (int threads : {1, 2}) {
-    set_threads(threads);
+    test::set_threads(threads);
     std::uint32_t seed = 1;
     for (std::int64_t seq : {1, 2, 5, 17, 77, 197, 257, 577}) {
       for (int dim : {24, 32, 40, 64, 80}) {
@@ -137,13 +126,13 @@ TEST_CASE("attention matches the double-precision definition over awkward length
       }
     }
   }
-  set_threads(2);
+  test::set_threads(2);
   MESSAGE("largest error over the sweep: ", worst_seen);
 }
 
 TEST_CASE("attention handles unusual head sizes, several heads and batches") {
   for (int threads : {1, 2}) {
-    set_threads(threads);
+    test::set_threads(threads);
     INFO("threads ", threads);
     std::uint32_t seed = 1000;
     for (int dim : {1, 3, 16, 17, 47, 63, 65, 100, 128, 130})
@@ -155,7 +144,7 @@ TEST_CASE("attention handles unusual head sizes, several heads and batches") {
       check_shape({5, 1, 4, 32, causal, AttentionKind::QueryKey}, seed++);
     }
   }
-  set_threads(2);
+  test::set_threads(2);
 }
 
 TEST_CASE("attention with several heads uses each head's own slice of q, k and v") {

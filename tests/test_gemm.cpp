@@ -16,10 +16,8 @@
 #include "focuspatch/backend/cpu_gemm.hpp"
 #include "focuspatch/backend/cpu_math.hpp"
 #include "focuspatch/core/half.hpp"
+#include "test_paths.hpp"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 using namespace focuspatch;
 
@@ -32,14 +30,6 @@ struct Rng {
     return static_cast<float>(static_cast<double>(state >> 40) / 8388608.0 - 1.0);
   }
 };
-
-void set_threads(int threads) {
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
 
 double activate(double v, Epilogue e) {
   if (e == Epilogue::QuickGelu) return v / (1.0 + std::exp(-1.702 * v));
@@ -86,9 +76,9 @@ void check_case(const Case& c, int threads, std::uint64_t seed) {
   before = out;
 
   const StoredMatrix w{c.dtype, c.dtype == DType::F32 ? static_cast<const void*>(w32.data()) : w16.data(), c.n, c.k};
-  set_threads(threads);
+  test::set_threads(threads);
   gemm_linear(a.data(), lda, c.m, w, c.bias ? bias.data() : nullptr, out.data(), ldc, c.epilogue, c.accumulate);
-  set_threads(2);
+  test::set_threads(2);
 
   int bad = 0;
   for (std::int64_t i = 0; i < c.m; ++i) {

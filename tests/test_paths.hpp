@@ -10,6 +10,10 @@
 
 #include "focuspatch/core/error.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace focuspatch::test {
 
 inline std::filesystem::path fixtures_dir() { return FOCUSPATCH_FIXTURES_DIR; }
@@ -45,5 +49,14 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// OpenMP threads for what follows (kernels that split work by thread count are tested at 1 and 2).
+inline void set_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
 
 }  // namespace focuspatch::test
