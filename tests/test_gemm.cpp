@@ -18,7 +18,6 @@
 #include "focuspatch/core/half.hpp"
 #include "test_paths.hpp"
 
-
 using namespace focuspatch;
 
 namespace {
