@@ -292,3 +292,22 @@ TEST_CASE("vector exp, erf and the GELUs keep infinities, NaN and underflow") {
   CHECK(y > 0.0f);
   CHECK(y == doctest::Approx(static_cast<float>(std::exp(-100.0))).epsilon(1e-3));
 }
+
+TEST_CASE("an error inside a kernel's parallel region comes out as an exception after the join") {
+  test::set_threads(2);
+  std::vector<int> ran(2, 0);
+  const std::string msg = test::error_of([&] {
+    parallel_region(2, [&](int thread, int threads) {
+      ran.at(static_cast<std::size_t>(thread)) = threads;
+      if (thread == threads - 1) fail("scratch: out of memory (simulated)");
+    });
+  });
+  CHECK(msg == "scratch: out of memory (simulated)");
+#ifdef _OPENMP
+  CHECK(ran == std::vector<int>{2, 2});
+#endif
+  std::vector<int> seen(64, 0);
+  const std::string none = test::error_of([&] { parallel_region(0, [&](int thread, int) { seen.at(static_cast<std::size_t>(thread)) = 1; }); });
+  CHECK(none.empty());
+  CHECK(seen[0] == 1);
+}

@@ -42,6 +42,7 @@
 #include <omp.h>
 #endif
 
+#include "focuspatch/backend/cpu_parallel.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/error.hpp"
 
@@ -494,17 +495,11 @@ inline void cpu_attention(const float* qkv, std::int64_t batch, std::int64_t seq
   const std::int64_t blocks = (seq + kBlockRows - 1) / kBlockRows, tasks = batch * heads * blocks;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
 
-#pragma omp parallel
-  {
+  parallel_region(0, [&](std::int64_t thread, std::int64_t threads) {
     Scratch& s = thread_scratch();
     s.reserve(keys_padded, dim, dim_padded);
     // A static split by hand (the same contiguous runs as schedule(static)) so that each task
     // knows the next one and can prefetch its rows.
-#ifdef _OPENMP
-    const std::int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
-#else
-    const std::int64_t thread = 0, threads = 1;
-#endif
     const std::int64_t begin = tasks * thread / threads, end = tasks * (thread + 1) / threads;
     auto locate = [&](std::int64_t task) {
       const std::int64_t block = task % blocks, head = (task / blocks) % heads, b = task / (blocks * heads);
@@ -555,7 +550,7 @@ inline void cpu_attention(const float* qkv, std::int64_t batch, std::int64_t seq
         value_rows(scores, keys_padded, keys, s.v_rows, dim, dim_padded, s.inv_sum + t, tile_rows, task.out + t * width, width);
       }
     }
-  }
+  });
 }
 
 }  // namespace focuspatch

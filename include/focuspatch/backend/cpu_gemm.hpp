@@ -33,6 +33,7 @@
 #include <utility>
 
 #include "focuspatch/backend/cpu_math.hpp"
+#include "focuspatch/backend/cpu_parallel.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/dtype.hpp"
 #include "focuspatch/core/error.hpp"
@@ -329,10 +330,7 @@ inline void gemm_typed(const float* a, std::int64_t lda, std::int64_t m, const S
     run(0, 1);
     return;
   }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-  run(omp_get_thread_num(), omp_get_num_threads());
-#endif
+  parallel_region(threads, run);
 }
 
 #else  // portable path
