@@ -256,8 +256,8 @@ class Detector {
     const float map_top = image_score_top_fraction(d.map, options_.image_top_fraction);
     d.image_score = static_cast<float>(options_.text_score_weight * d.text_score + (1.0 - options_.text_score_weight) * map_top);
     const float scores[] = {d.image_score, d.text_score, d.visual_score};
-    require(!find_non_finite(scores) && !find_non_finite(d.map.values), "detector: the anomaly score or map of an image in category '",
-            cat, "' is not finite although its features were; overflow in the model?");
+    require(!find_non_finite(scores) && !find_non_finite(d.map.values), "detector: the anomaly score or map of an image in ",
+            "category '", cat, "' is not finite although its features were; overflow in the model?");
     return d;
   }
 
