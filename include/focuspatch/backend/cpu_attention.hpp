@@ -44,6 +44,7 @@
 
 #include "focuspatch/backend/cpu_parallel.hpp"
 #include "focuspatch/backend/ops.hpp"
+#include "focuspatch/backend/scratch_buffer.hpp"
 #include "focuspatch/core/error.hpp"
 
 namespace focuspatch {
@@ -146,14 +147,7 @@ class Scratch {
     const std::int64_t k = keys_padded * dim, v = keys_padded * dim_padded, q = kBlockRows * dim, s = kTileRows * keys_padded,
                        sums = kBlockRows;
     const std::int64_t total = round_up(k, kLanes) + round_up(v, kLanes) + round_up(q, kLanes) + s + sums;
-    if (total > capacity_) {
-      const auto bytes = static_cast<std::size_t>(round_up(total, kLanes)) * sizeof(float);
-      void* p = std::aligned_alloc(64, bytes);
-      if (!p) fail("cpu attention: out of memory allocating ", bytes, " bytes of scratch");
-      memory_.reset(static_cast<float*>(p));
-      capacity_ = total;
-    }
-    k_panels = memory_.get();
+    k_panels = memory_.get(static_cast<std::size_t>(round_up(total, kLanes)), "cpu attention");
     v_rows = k_panels + round_up(k, kLanes);
     q_block = v_rows + round_up(v, kLanes);
     scores = q_block + round_up(q, kLanes);
@@ -162,11 +156,7 @@ class Scratch {
   }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> memory_;
-  std::int64_t capacity_ = 0;
+  ScratchBuffer memory_;
 };
 
 inline Scratch& thread_scratch() {

@@ -34,6 +34,7 @@
 
 #include "focuspatch/backend/cpu_math.hpp"
 #include "focuspatch/backend/cpu_parallel.hpp"
+#include "focuspatch/backend/scratch_buffer.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/dtype.hpp"
 #include "focuspatch/core/error.hpp"
@@ -54,28 +55,6 @@ struct StoredMatrix {
 };
 
 namespace gemm_detail {
-
-// A grow-only, 64-byte aligned float buffer; one per thread and operand.
-class PackBuffer {
- public:
-  float* get(std::size_t count) {
-    if (count > capacity_) {
-      const std::size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-      void* p = std::aligned_alloc(64, bytes);
-      if (!p) fail("cpu gemm: out of memory allocating ", bytes, " bytes of pack buffer");
-      data_.reset(static_cast<float*>(p));
-      capacity_ = count;
-    }
-    return data_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
-  std::size_t capacity_ = 0;
-};
 
 inline int thread_count() {
 #ifdef _OPENMP
@@ -267,12 +246,12 @@ inline void micro_kernel_rows(std::integer_sequence<int, rows...>, std::int64_t 
 }
 
 // The pack buffers of the calling thread, shared by every dtype.
-inline PackBuffer& pack_buffer_a() {
-  thread_local PackBuffer buffer;
+inline ScratchBuffer& pack_buffer_a() {
+  thread_local ScratchBuffer buffer;
   return buffer;
 }
-inline PackBuffer& pack_buffer_b() {
-  thread_local PackBuffer buffer;
+inline ScratchBuffer& pack_buffer_b() {
+  thread_local ScratchBuffer buffer;
   return buffer;
 }
 
@@ -284,8 +263,8 @@ inline void gemm_thread(const float* a, std::int64_t lda, std::int64_t m, const 
   const bool one_block = accumulate && epilogue != Epilogue::None;
   const std::int64_t kc_max = one_block ? std::max<std::int64_t>(k, 1) : std::min(kKc, std::max<std::int64_t>(k, 1));
   const std::int64_t kc_padded = (kc_max + 15) / 16 * 16;
-  float* packed_a = pack_buffer_a().get(static_cast<std::size_t>(kMc * kc_padded));
-  float* packed_b = pack_buffer_b().get(static_cast<std::size_t>(kNc * kc_padded));
+  float* packed_a = pack_buffer_a().get(static_cast<std::size_t>(kMc * kc_padded), "cpu gemm");
+  float* packed_b = pack_buffer_b().get(static_cast<std::size_t>(kNc * kc_padded), "cpu gemm");
   for (std::int64_t jc = n_begin; jc < n_end; jc += kNc) {
     const std::int64_t nc = std::min(kNc, n_end - jc);
     // K == 0 still runs one (empty) block so that the bias, activation and residual are applied.
@@ -342,7 +321,7 @@ inline void gemm_portable(const float* a, std::int64_t lda, std::int64_t m, cons
   using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Strided = Eigen::OuterStride<>;
   constexpr std::int64_t kPanel = 256;
-  thread_local PackBuffer w_buffer, t_buffer;
+  thread_local ScratchBuffer w_buffer, t_buffer;
   const std::int64_t k = w.in;
   Eigen::Map<const RowMatrix, 0, Strided> A(a, m, k, Strided(lda));
   for (std::int64_t n0 = 0; n0 < w.out; n0 += kPanel) {
@@ -351,12 +330,12 @@ inline void gemm_portable(const float* a, std::int64_t lda, std::int64_t m, cons
     if (w.dtype == DType::F32) {
       panel = static_cast<const float*>(w.data) + n0 * k;
     } else {
-      float* decoded = w_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(nb * k, 1)));
+      float* decoded = w_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(nb * k, 1)), "cpu gemm");
       decode_to_float(w.dtype, static_cast<const std::byte*>(w.data) + static_cast<std::size_t>(n0 * k) * 2,
                       static_cast<std::size_t>(nb * k), decoded);
       panel = decoded;
     }
-    float* t = t_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(m * nb, 1)));
+    float* t = t_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(m * nb, 1)), "cpu gemm");
     Eigen::Map<RowMatrix> T(t, m, nb);
     if (k == 0) T.setZero();
     else T.noalias() = A * Eigen::Map<const RowMatrix>(panel, nb, k).transpose();
