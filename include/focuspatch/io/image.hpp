@@ -87,14 +87,16 @@ inline std::string stb_reason() {
   return r ? r : "no reason given";
 }
 
+inline bool is_png(std::span<const std::byte> bytes) {
+  static constexpr unsigned char kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  return bytes.size() >= 8 && std::memcmp(bytes.data(), kSignature, 8) == 0;
+}
+
 // stb reports 4 channels for palette PNGs with transparency and for every GIF. Pillow opens both
 // as palette images ("P"), whose transparency convert("RGB") discards, so their alpha is not kept.
 inline bool alpha_is_palette_transparency(std::span<const std::byte> bytes) {
   auto at = [&](std::size_t i) { return i < bytes.size() ? static_cast<unsigned char>(bytes[i]) : 0u; };
-  static constexpr unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  bool png = bytes.size() > 25;
-  for (std::size_t i = 0; png && i < 8; ++i) png = at(i) == png_sig[i];
-  if (png) return at(25) == 3;  // IHDR colour type 3: palette
+  if (is_png(bytes) && bytes.size() > 25) return at(25) == 3;  // IHDR colour type 3: palette
   return at(0) == 'G' && at(1) == 'I' && at(2) == 'F' && at(3) == '8';
 }
 
@@ -211,8 +213,7 @@ inline void check_jpeg_huffman_tables(std::span<const std::byte> bytes, std::str
 // bytes inside stbi_info, with a reason ("unknown image type") that hides that the file is simply
 // too large; knowing the size first lets the pixel limit, and an honest message, come first.
 inline std::pair<std::int64_t, std::int64_t> png_declared_size(std::span<const std::byte> bytes) {
-  static constexpr unsigned char kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (bytes.size() < 24 || std::memcmp(bytes.data(), kSignature, 8) != 0 || std::memcmp(bytes.data() + 12, "IHDR", 4) != 0)
+  if (!is_png(bytes) || bytes.size() < 24 || std::memcmp(bytes.data() + 12, "IHDR", 4) != 0)
     return {0, 0};
   auto be32 = [&](std::size_t at) {
     std::int64_t v = 0;
