@@ -21,8 +21,8 @@ namespace focuspatch {
 struct ModelLoadOptions {
   // Recompute the weights' CRC-32 and look for NaN/inf in every tensor: one pass over the file
   // (ViT-B/16 loads in ~0.3 s with it, ~0.2 s of that the checks). Without it a bit flipped on disk,
-  // or a NaN the checkpoint already held, comes out as wrong scores instead of an error. Turn off only for a file that was
-  // verified once before (focuspatch-convert verifies what it writes).
+  // or a NaN the checkpoint already held, comes out as wrong scores instead of an error. Turn off
+  // only for a file that was verified once before (focuspatch-convert verifies what it writes).
   bool verify_weights = true;
 };
 
