@@ -4,9 +4,9 @@
 // fp16/bf16 matrices of linear layers too (widened while the GEMM packs them), other fp16/bf16
 // weights are decoded to fp32 once, at load.
 //
-// Every backend offers this same small op set over row-major fp32 matrices addressed by raw
-// pointers into its own memory (host memory here, device memory for CUDA); model/ is written once
-// against it.
+// Every backend offers this same small op set over row-major matrices addressed by raw pointers
+// into its own memory (host memory here, device memory for CUDA): fp32 residual streams, and
+// Operand matrices (fp32 here) for what feeds products; model/ is written once against it.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -66,6 +66,10 @@ class CpuBackend {
     std::unique_ptr<float[], Free> data_;
   };
 
+  // What feeds matrix products and attention; fp32 here (the CUDA backend's is 16-bit).
+  using Operand = float;
+  using OperandBuffer = Buffer;
+
   Weight upload(const TensorView& view) const {
     if (view.dtype == DType::F32) {
       const auto* data = static_cast<const float*>(view.data);
@@ -86,6 +90,7 @@ class CpuBackend {
     return {copy->data(), host.shape(), copy, DType::F32, copy->data()};
   }
   Buffer allocate(std::size_t count) const { return Buffer(count); }
+  OperandBuffer allocate_operands(std::size_t count) const { return Buffer(count); }
   void write(float* dst, const float* host, std::size_t count) const { std::memcpy(dst, host, count * sizeof(float)); }
   void read(const float* src, float* host, std::size_t count) const { std::memcpy(host, src, count * sizeof(float)); }
   // Both pointers in backend memory.

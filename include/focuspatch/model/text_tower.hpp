@@ -16,7 +16,8 @@ namespace focuspatch {
 
 template <class Backend>
 struct TextWorkspace {
-  typename Backend::Buffer tokens, pooled, normed, projected;
+  typename Backend::Buffer tokens, pooled, projected;
+  typename Backend::OperandBuffer normed;
   TransformerScratch<Backend> scratch;
   std::size_t rows = 0, pooled_rows = 0;
 };
@@ -108,7 +109,7 @@ class TextTower {
     }
     if (static_cast<std::size_t>(n) > ws.pooled_rows) {
       ws.pooled = be.allocate(static_cast<std::size_t>(n) * w);
-      ws.normed = be.allocate(static_cast<std::size_t>(n) * w);
+      ws.normed = be.allocate_operands(static_cast<std::size_t>(n) * w);
       ws.projected = be.allocate(static_cast<std::size_t>(n) * static_cast<std::size_t>(embed_dim_));
       ws.pooled_rows = static_cast<std::size_t>(n);
     }

@@ -39,10 +39,12 @@ struct TransformerBlockWeights {
 };
 
 // Activation memory for one forward pass; grows to the largest batch seen and is then reused, so
-// steady-state inference allocates nothing.
+// steady-state inference allocates nothing. Operand buffers hold what feeds a matrix product or
+// attention (the backend's Operand type: fp32 on the CPU, 16-bit on the GPU); the residual streams
+// stay fp32 on every backend.
 template <class Backend>
 struct TransformerScratch {
-  typename Backend::Buffer normed, qkv, attended, hidden;
+  typename Backend::OperandBuffer normed, qkv, attended, hidden;
   typename Backend::Buffer value_value;  // the value-value path's residual stream, only once it is asked for
   std::size_t rows = 0, value_value_rows = 0;
 
@@ -52,10 +54,10 @@ struct TransformerScratch {
       value_value_rows = token_rows;
     }
     if (token_rows <= rows) return;
-    normed = be.allocate(token_rows * static_cast<std::size_t>(c.width));
-    qkv = be.allocate(token_rows * 3 * static_cast<std::size_t>(c.width));
-    attended = be.allocate(token_rows * static_cast<std::size_t>(c.width));
-    hidden = be.allocate(token_rows * static_cast<std::size_t>(c.mlp_width));
+    normed = be.allocate_operands(token_rows * static_cast<std::size_t>(c.width));
+    qkv = be.allocate_operands(token_rows * 3 * static_cast<std::size_t>(c.width));
+    attended = be.allocate_operands(token_rows * static_cast<std::size_t>(c.width));
+    hidden = be.allocate_operands(token_rows * static_cast<std::size_t>(c.mlp_width));
     rows = token_rows;
   }
 };
