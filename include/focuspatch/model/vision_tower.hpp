@@ -34,7 +34,8 @@ struct VisionOutput {
 
 template <class Backend>
 struct VisionWorkspace {
-  typename Backend::Buffer patches, patch_embeds, tokens, normed, projected;
+  typename Backend::Buffer patches, patch_embeds, tokens, projected;
+  typename Backend::OperandBuffer normed;  // patches, then ln_post's output: inputs of matrix products
   TransformerScratch<Backend> scratch;
   std::size_t rows = 0;
   std::map<int, typename Backend::Weight> resized_positions;  // grid -> position embedding
@@ -62,11 +63,29 @@ class VisionTower {
   // model's resolution; any multiple of the patch size works (position embedding resized).
   VisionOutput encode(const Backend& be, std::span<const float> images, std::int64_t batch, int size,
                       const VisionRequest& request, VisionWorkspace<Backend>& ws) const {
-    const int p = config_.patch_size, w = config_.width;
+    const int p = config_.patch_size;
     require(batch > 0, "encode images: empty batch");
     require(size >= p && size % p == 0, "encode images: input size ", size, " is not a positive multiple of the patch size ", p);
+    stage(be, images, batch, size, ws);
+    return encode_staged(be, batch, size, request, ws);
+  }
+
+  // Copies preprocessed pixels into ws.patches (backend memory), which encode_staged reads.
+  void stage(const Backend& be, std::span<const float> images, std::int64_t batch, int size, VisionWorkspace<Backend>& ws) const {
     require(static_cast<std::int64_t>(images.size()) == batch * 3 * size * size, "encode images: got ", images.size(),
             " values, expected ", batch, " x 3 x ", size, " x ", size);
+    reserve(be, ws, static_cast<std::size_t>(batch * tokens_for(size)), images.size());
+    be.write(ws.patches.data(), images.data(), images.size());
+  }
+
+  // The forward from pixels already staged in ws.patches: for callers that fill backend memory
+  // themselves, and for benchmarks that time the forward apart from the host-to-device copy.
+  VisionOutput encode_staged(const Backend& be, std::int64_t batch, int size, const VisionRequest& request,
+                             VisionWorkspace<Backend>& ws) const {
+    const int p = config_.patch_size, w = config_.width;
+    require(batch > 0 && size >= p && size % p == 0, "encode images: batch ", batch, " of size ", size, " (patch ", p, ")");
+    require(ws.patches.size() >= static_cast<std::size_t>(batch * 3 * size * size), "encode images: no pixels staged for a batch of ",
+            batch, " at ", size, " px; call stage() first");
     for (int layer : request.layers)
       require(layer >= 0 && layer < config_.layers, "encode images: layer ", layer, " requested but the model has ",
               config_.layers, " blocks (0-based)");
@@ -77,11 +96,10 @@ class VisionTower {
             "encode images: value-value path through ", request.value_value_blocks, " blocks requested but the model has ",
             config_.layers);
     const int grid = size / p;
-    const std::int64_t seq = std::int64_t{grid} * grid + 1;
+    const std::int64_t seq = tokens_for(size);
     const std::int64_t rows = batch * seq;
     reserve(be, ws, static_cast<std::size_t>(rows), static_cast<std::size_t>(batch * 3 * size * size));
 
-    be.write(ws.patches.data(), images.data(), images.size());  // staging for the backend
     be.patchify(ws.patches.data(), batch, size, p, ws.normed.data());
     be.linear(ws.normed.data(), batch * (seq - 1), patch_w_, nullptr, ws.patch_embeds.data());
     be.assemble_vision_tokens(ws.patch_embeds.data(), class_embed_, positions_for(be, ws, grid), batch, seq, ws.tokens.data());
@@ -148,6 +166,11 @@ class VisionTower {
     return t;
   }
 
+  std::int64_t tokens_for(int size) const {
+    const std::int64_t grid = size / config_.patch_size;
+    return grid * grid + 1;
+  }
+
   void reserve(const Backend& be, VisionWorkspace<Backend>& ws, std::size_t rows, std::size_t pixels) const {
     const auto w = static_cast<std::size_t>(config_.width);
     const std::size_t patch_len = 3 * static_cast<std::size_t>(config_.patch_size) * static_cast<std::size_t>(config_.patch_size);
@@ -155,7 +178,7 @@ class VisionTower {
     if (rows > ws.rows) {
       ws.patch_embeds = be.allocate(rows * w);
       ws.tokens = be.allocate(rows * w);
-      ws.normed = be.allocate(rows * std::max(w, patch_len));
+      ws.normed = be.allocate_operands(rows * std::max(w, patch_len));
       ws.projected = be.allocate(rows * static_cast<std::size_t>(embed_dim_));
       ws.rows = rows;
     }
