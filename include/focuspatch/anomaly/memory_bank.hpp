@@ -168,34 +168,29 @@ class MemoryBank {
     require(layer_index < layers_.size(), "memory bank: layer index ", layer_index, " out of range (", layers_.size(),
             " layers)");
     const Category& c = category(name);
-    std::vector<float> q = normalized_query(query, layers_[layer_index]);
-    const auto p = static_cast<Eigen::Index>(query.dim(0));
-    const std::vector<float>& memory = c.layer_patches[layer_index];
-    const auto n = static_cast<std::int64_t>(memory.size()) / feature_dim_;
-    const RowMatrixMap qm(q.data(), p, feature_dim_);
-    std::vector<float> best(static_cast<std::size_t>(p), -std::numeric_limits<float>::infinity());
-    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> sims(p, std::min(n, block_rows_));
-    for (std::int64_t start = 0; start < n; start += block_rows_) {
-      const auto rows = static_cast<Eigen::Index>(std::min(block_rows_, n - start));
-      const RowMatrixMap block(memory.data() + start * feature_dim_, rows, feature_dim_);
-      sims.leftCols(rows).noalias() = qm * block.transpose();
-      for (Eigen::Index i = 0; i < p; ++i) {
-        const float* row = sims.data() + i * sims.cols();
-        best[static_cast<std::size_t>(i)] = std::max(best[static_cast<std::size_t>(i)], *std::max_element(row, row + rows));
-      }
-    }
-    std::vector<float> out(best.size());
-    for (std::size_t i = 0; i < best.size(); ++i) out[i] = std::clamp(1.0f - best[i], 0.0f, 2.0f);
-    return out;
+    return search_layer(c, layer_index, normalized_query(query, layers_[layer_index]), query.dim(0));
   }
 
   // The per-layer distances averaged over all layers; query_layers[l] is [P, D] for layer l.
   std::vector<float> nearest_distances(const std::string& name, std::span<const FloatTensor> query_layers) const {
+    const Category& c = category(name);
+    return nearest_distances(name, query_layers, [&](std::size_t l, const std::vector<float>& q, std::int64_t p) {
+      return search_layer(c, l, q, p);
+    });
+  }
+
+  // The same with the per-layer search done elsewhere (a GPU holding a copy of the category's
+  // rows): search(layer_index, query rows L2-normalised here [P, D], P) returns the P distances.
+  // Validation, normalisation and the averaging stay here, identical for every search.
+  template <class Search>
+  std::vector<float> nearest_distances(const std::string& name, std::span<const FloatTensor> query_layers, Search&& search) const {
     require(query_layers.size() == layers_.size(), "memory bank: query has features for ", query_layers.size(),
             " layers, the bank stores ", layers_.size());
+    category(name);  // a clear error for an unknown category before any search
     std::vector<double> sum;
     for (std::size_t l = 0; l < query_layers.size(); ++l) {
-      const std::vector<float> d = nearest_distances(name, l, query_layers[l]);
+      const std::vector<float> q = normalized_query(query_layers[l], layers_[l]);
+      const std::vector<float> d = search(l, q, query_layers[l].dim(0));
       if (l == 0) sum.assign(d.size(), 0.0);
       require(d.size() == sum.size(), "memory bank: query has ", d.size(), " patches at layer ", layers_[l], " but ", sum.size(),
               " at layer ", layers_[0]);
@@ -306,6 +301,29 @@ class MemoryBank {
     std::string known;
     for (const auto& [n, c] : categories_) known += (known.empty() ? "" : ", ") + n;
     fail("memory bank: no category '", name, "' (it holds: ", known, ")");
+  }
+
+  // 1 - the best cosine of each normalised query row against the category's rows at one layer,
+  // memory scored block_rows_ rows at a time.
+  std::vector<float> search_layer(const Category& c, std::size_t layer_index, const std::vector<float>& q, std::int64_t query_rows) const {
+    const auto p = static_cast<Eigen::Index>(query_rows);
+    const std::vector<float>& memory = c.layer_patches[layer_index];
+    const auto n = static_cast<std::int64_t>(memory.size()) / feature_dim_;
+    const RowMatrixMap qm(q.data(), p, feature_dim_);
+    std::vector<float> best(static_cast<std::size_t>(p), -std::numeric_limits<float>::infinity());
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> sims(p, std::min(n, block_rows_));
+    for (std::int64_t start = 0; start < n; start += block_rows_) {
+      const auto rows = static_cast<Eigen::Index>(std::min(block_rows_, n - start));
+      const RowMatrixMap block(memory.data() + start * feature_dim_, rows, feature_dim_);
+      sims.leftCols(rows).noalias() = qm * block.transpose();
+      for (Eigen::Index i = 0; i < p; ++i) {
+        const float* row = sims.data() + i * sims.cols();
+        best[static_cast<std::size_t>(i)] = std::max(best[static_cast<std::size_t>(i)], *std::max_element(row, row + rows));
+      }
+    }
+    std::vector<float> out(best.size());
+    for (std::size_t i = 0; i < best.size(); ++i) out[i] = std::clamp(1.0f - best[i], 0.0f, 2.0f);
+    return out;
   }
 
   // Scales each of `rows` rows of width D to unit length (norm taken in double).
