@@ -112,6 +112,7 @@ class Detector {
     require(bank.layers() == memory_.layers(), "detector: the memory bank was built from blocks other than this detector's");
     memory_ = std::move(bank);
     background_.clear();
+    device_memory_.clear();
   }
 
   // ---- keywords --------------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Detector {
     const auto features = encode(shots);
     for (std::size_t i = 0; i < features.size(); ++i) memory_.add_shot(category, features[i].layer_patches, features[i].global, names[i]);
     background_.erase(category);
+    device_memory_.erase(category);
   }
 
   // ---- detection -------------------------------------------------------------------------------
@@ -196,6 +198,7 @@ class Detector {
     for (const auto& c : memory_.categories()) {
       keywords(c);
       background_weights_for(c);
+      if constexpr (kDeviceMemorySearch) device_memory_for(c);
     }
   }
 
@@ -233,7 +236,7 @@ class Detector {
     const std::int64_t P = f.text_patches.dim(0);
     const auto g = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(P))));
 
-    const std::vector<float> distances = memory_.nearest_distances(cat, f.layer_patches);
+    const std::vector<float> distances = visual_distances(cat, f.layer_patches);
     d.visual_map = AnomalyMap(g, g, distances);
 
     const KeywordEmbeddings& kw = prepared(keywords_, cat, "keywords");
@@ -262,6 +265,36 @@ class Detector {
   }
 
  private:
+  // Backends that search the few-shot memory on their own device (CudaBackend) get each category's
+  // rows uploaded once, in prepare(); the others search the host bank.
+  static constexpr bool kDeviceMemorySearch =
+      requires(const Backend& be, std::span<const float> q, const typename Backend::Weight& w) { be.nearest_cosine_distances(q, 1, w); };
+
+  std::vector<float> visual_distances(const std::string& category, std::span<const FloatTensor> layer_patches) const {
+    if constexpr (kDeviceMemorySearch) {
+      const auto& device = prepared(device_memory_, category, "device copy of the memory bank");
+      return memory_.nearest_distances(category, layer_patches, [&](std::size_t l, const std::vector<float>& q, std::int64_t p) {
+        // memory() hands out the bank for changes; a copy older than the bank would score wrongly.
+        require(device[l].numel() == static_cast<std::int64_t>(memory_.patches(category, l).size()), "detector: the memory bank of '",
+                category, "' changed since prepare(); call prepare() again");
+        return model_.backend().nearest_cosine_distances(q, p, device[l]);
+      });
+    } else {
+      return memory_.nearest_distances(category, layer_patches);
+    }
+  }
+
+  void device_memory_for(const std::string& category) {
+    if (device_memory_.count(category)) return;
+    std::vector<typename Backend::Weight> layers;
+    const std::int64_t D = memory_.feature_dim();
+    for (std::size_t l = 0; l < memory_.layers().size(); ++l) {
+      const auto rows = memory_.patches(category, l);
+      layers.push_back(model_.backend().upload(FloatTensor({static_cast<std::int64_t>(rows.size()) / D, D}, std::vector<float>(rows.begin(), rows.end()))));
+    }
+    device_memory_[category] = std::move(layers);
+  }
+
   static void require_finite_features(const ImageFeatures& f) {
     auto check = [](std::span<const float> values, const char* what) {
       if (const auto bad = find_non_finite(values))
@@ -348,6 +381,7 @@ class Detector {
   Workspace own_;
   std::map<std::string, KeywordEmbeddings> keywords_;
   std::map<std::string, std::vector<float>> background_;
+  std::map<std::string, std::vector<typename Backend::Weight>> device_memory_;  // kDeviceMemorySearch only
 };
 
 }  // namespace focuspatch
