@@ -81,13 +81,15 @@ inline void parse_pair(const std::string& text, const std::string& option, float
   require(b > a, "option ", option, ": ", b, " is not above ", a);
 }
 
-// Model + detector from --weights, --prompts, --no-value-value, --suppress-background, --text-weight, --shots-per-batch.
+// Model + detector from --weights, --prompts, --no-value-value, --suppress-background, --text-weight, --shots-per-batch,
+// on the backend --device chose (common/device_option.hpp).
+template <class Backend>
 class DetectorSetup {
  public:
-  explicit DetectorSetup(const cli::Args& args) {
+  DetectorSetup(const cli::Args& args, Backend backend) {
     const auto weights = args.get("weights");
     require(weights.has_value(), "no --weights FILE.fpw given (see --help)");
-    model_ = std::make_unique<ClipModel<>>(*weights);
+    model_ = std::make_unique<ClipModel<Backend>>(*weights, std::move(backend));
     DetectorOptions options;
     if (args.has("no-value-value")) options.value_value_blocks = 0;
     if (args.has("suppress-background")) options.suppress_background = true;
@@ -103,19 +105,19 @@ class DetectorSetup {
       options.text_weight = options.text_score_weight = v;
     }
     if (auto b = args.get_int("shots-per-batch", 1, 256)) options.batch_size = static_cast<int>(*b);
-    detector_ = std::make_unique<Detector<>>(*model_, options);
+    detector_ = std::make_unique<Detector<Backend>>(*model_, options);
     if (auto path = args.get("prompts")) {
       detector_->set_prompt_bank(load_prompt_bank(*path));
     } else {
       detector_->set_prompt_bank(parse_prompt_bank(kDefaultPromptBank, "built-in unified_keywords.txt"), /*stored_first=*/true);
     }
   }
-  Detector<>& detector() { return *detector_; }
-  ClipModel<>& model() { return *model_; }
+  Detector<Backend>& detector() { return *detector_; }
+  ClipModel<Backend>& model() { return *model_; }
 
  private:
-  std::unique_ptr<ClipModel<>> model_;
-  std::unique_ptr<Detector<>> detector_;
+  std::unique_ptr<ClipModel<Backend>> model_;
+  std::unique_ptr<Detector<Backend>> detector_;
 };
 
 }  // namespace focuspatch::tools

@@ -10,6 +10,7 @@
 #include "common/cli_args.hpp"
 #include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
+#include "common/device_option.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/io/npy.hpp"
@@ -44,6 +45,8 @@ options:
   --no-value-value     text map from the ordinary patch tokens instead of the value-value path
   --scale LO,HI        colour scale of the overlays (default: 0,1)
   --max-image-pixels N refuse larger images before decoding them (default 100000000)
+  --device D           cpu (default) or cuda[:N], the N-th GPU (default 0)
+  --precision P        with --device cuda: f16 (default) or bf16 matrix products
   -h, --help           this text
 )";
 
@@ -52,7 +55,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv, {"weights", "text-weight", "normal", "image", "out", "memory", "prompts", "shots-per-batch", "scale",
-                        cli::kMaxImagePixelsOption},
+                        cli::kMaxImagePixelsOption, cli::kDeviceOption, cli::kPrecisionOption},
                        {"no-value-value", "suppress-background"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto out_dir = args.get("out");
@@ -63,59 +66,61 @@ int run(int argc, char** argv) {
   if (auto s = args.get("scale")) tools::parse_pair(*s, "--scale", lo, hi);
   const ImageLoadOptions image_options = cli::image_load_options(args);
 
-  tools::DetectorSetup setup(args);
-  auto& detector = setup.detector();
-  const auto memory = args.get("memory");
-  if (memory && fs::exists(*memory)) {
-    detector.set_memory(MemoryBank::load(*memory, Detector<>::weights_id(detector.model())));
-    std::cerr << "loaded memory bank " << *memory << " (" << detector.memory().categories().size() << " categories)\n";
-  }
-  const auto normals = args.all("normal");
-  require(!normals.empty() || !detector.memory().empty(), "no --normal images and no existing --memory bank: the detector needs a ",
-          "few normal images per category");
-  for (const auto& [category, paths] : tools::normal_shots(normals)) {
-    std::vector<Image> shots;
-    std::vector<std::string> names;
-    for (const auto& p : paths) shots.push_back(load_image(p, image_options)), names.push_back(p);
-    detector.add_normal(category, shots, names);
-    std::cerr << "memory: " << category << " <- " << paths.size() << " normal image(s)\n";
-  }
-  if (memory && !normals.empty()) {
-    detector.memory().save(*memory);
-    std::cerr << "saved memory bank " << *memory << "\n";
-  }
+  return cli::with_device(args, [&](auto backend) {
+    tools::DetectorSetup setup(args, std::move(backend));
+    auto& detector = setup.detector();
+    const auto memory = args.get("memory");
+    if (memory && fs::exists(*memory)) {
+      detector.set_memory(MemoryBank::load(*memory, detector.weights_id(detector.model())));
+      std::cerr << "loaded memory bank " << *memory << " (" << detector.memory().categories().size() << " categories)\n";
+    }
+    const auto normals = args.all("normal");
+    require(!normals.empty() || !detector.memory().empty(), "no --normal images and no existing --memory bank: the detector needs a ",
+            "few normal images per category");
+    for (const auto& [category, paths] : tools::normal_shots(normals)) {
+      std::vector<Image> shots;
+      std::vector<std::string> names;
+      for (const auto& p : paths) shots.push_back(load_image(p, image_options)), names.push_back(p);
+      detector.add_normal(category, shots, names);
+      std::cerr << "memory: " << category << " <- " << paths.size() << " normal image(s)\n";
+    }
+    if (memory && !normals.empty()) {
+      detector.memory().save(*memory);
+      std::cerr << "saved memory bank " << *memory << "\n";
+    }
 
-  fs::create_directories(*out_dir);
-  json::Writer w(1);
-  w.begin_object().member("weights", args.get_or("weights", "")).key("images").begin_array();
-  std::set<std::string> used_names;
-  for (const auto& path : images) {
-    const Image image = load_image(path, image_options);
-    const Detection d = detector.detect(std::span<const Image>(&image, 1)).front();
-    const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
-    std::string stem = fs::path(path).stem().string();
-    for (int k = 2; !used_names.insert(stem).second; ++k) stem = fs::path(path).stem().string() + "_" + std::to_string(k);
-    const fs::path overlay = fs::path(*out_dir) / (stem + "_overlay.png");
-    const fs::path raw = fs::path(*out_dir) / (stem + "_map.npy");
-    write_png(overlay.string(), overlay_heatmap(image, map, lo, hi));
-    write_npy(raw.string(), {image.height, image.width}, map.values);
-    w.begin_object().member("path", path).member("category", d.route.category).member("route_similarity", d.route.similarity);
-    w.key("route_margin");  // null when the bank holds one category: there is no runner-up
-    if (std::isfinite(d.route.margin)) w.value(d.route.margin); else w.null();
-    w.member("score", d.image_score).member("text_score", d.text_score).member("visual_score", d.visual_score);
-    w.key("top_keywords").begin_array();
-    for (const auto& k : d.top_keywords) w.begin_object().member("keyword", k.name).member("score", k.score).end_object();
-    w.end_array().member("overlay", overlay.string()).member("map", raw.string()).end_object();
-    std::cout << path << ": " << d.route.category << ", score " << d.image_score
-              << (d.top_keywords.empty() ? "" : ", top keyword '" + d.top_keywords.front().name + "'") << "\n";
-  }
-  w.end_array().end_object();
-  const fs::path results = fs::path(*out_dir) / "results.json";
-  std::ofstream f(results, std::ios::binary);
-  f << w.str() << "\n";
-  require(f.good(), results.string(), ": write failed");
-  std::cout << "wrote " << images.size() << " overlay(s), maps and " << results.string() << "\n";
-  return 0;
+    fs::create_directories(*out_dir);
+    json::Writer w(1);
+    w.begin_object().member("weights", args.get_or("weights", "")).key("images").begin_array();
+    std::set<std::string> used_names;
+    for (const auto& path : images) {
+      const Image image = load_image(path, image_options);
+      const Detection d = detector.detect(std::span<const Image>(&image, 1)).front();
+      const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
+      std::string stem = fs::path(path).stem().string();
+      for (int k = 2; !used_names.insert(stem).second; ++k) stem = fs::path(path).stem().string() + "_" + std::to_string(k);
+      const fs::path overlay = fs::path(*out_dir) / (stem + "_overlay.png");
+      const fs::path raw = fs::path(*out_dir) / (stem + "_map.npy");
+      write_png(overlay.string(), overlay_heatmap(image, map, lo, hi));
+      write_npy(raw.string(), {image.height, image.width}, map.values);
+      w.begin_object().member("path", path).member("category", d.route.category).member("route_similarity", d.route.similarity);
+      w.key("route_margin");  // null when the bank holds one category: there is no runner-up
+      if (std::isfinite(d.route.margin)) w.value(d.route.margin); else w.null();
+      w.member("score", d.image_score).member("text_score", d.text_score).member("visual_score", d.visual_score);
+      w.key("top_keywords").begin_array();
+      for (const auto& k : d.top_keywords) w.begin_object().member("keyword", k.name).member("score", k.score).end_object();
+      w.end_array().member("overlay", overlay.string()).member("map", raw.string()).end_object();
+      std::cout << path << ": " << d.route.category << ", score " << d.image_score
+                << (d.top_keywords.empty() ? "" : ", top keyword '" + d.top_keywords.front().name + "'") << "\n";
+    }
+    w.end_array().end_object();
+    const fs::path results = fs::path(*out_dir) / "results.json";
+    std::ofstream f(results, std::ios::binary);
+    f << w.str() << "\n";
+    require(f.good(), results.string(), ": write failed");
+    std::cout << "wrote " << images.size() << " overlay(s), maps and " << results.string() << "\n";
+    return 0;
+  });
 }
 
 }  // namespace

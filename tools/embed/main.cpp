@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/cli_args.hpp"
+#include "common/device_option.hpp"
 #include "common/image_options.hpp"
 #include "focuspatch/io/image.hpp"
 #include "focuspatch/io/json.hpp"
@@ -36,6 +37,8 @@ options:
   --out FILE         write the JSON there instead of standard output
   --max-image-pixels N
                      refuse larger images before decoding them (default 100000000)
+  --device D         cpu (default) or cuda[:N], the N-th GPU (default 0)
+  --precision P      with --device cuda: f16 (default) or bf16 matrix products
   -h, --help         this text
 )";
 
@@ -83,7 +86,8 @@ void emit(const std::string& text, const std::optional<std::string>& path) {
 
 // The stable, compact form (--json): exactly image_embeddings, patch_tokens, text_embeddings and
 // token_ids, raw model outputs, each a list in argument order.
-void write_compact(focuspatch::ClipModel<>& model, const std::vector<std::string>& images, const std::vector<std::string>& texts, int size,
+template <class Backend>
+void write_compact(focuspatch::ClipModel<Backend>& model, const std::vector<std::string>& images, const std::vector<std::string>& texts, int size,
                    const std::optional<std::string>& out, const focuspatch::ImageLoadOptions& image_options) {
   using namespace focuspatch;
   const std::int64_t D = model.config().embed_dim;
@@ -124,7 +128,8 @@ int run(int argc, char** argv) {
   using namespace focuspatch;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
-  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out", cli::kMaxImagePixelsOption}, {"patch-tokens", "normalize", "json"});
+  const cli::Args args(argc, argv, {"weights", "image", "text", "size", "out", cli::kMaxImagePixelsOption, cli::kDeviceOption, cli::kPrecisionOption},
+                       {"patch-tokens", "normalize", "json"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional().front(),
           "' (images go after --image, texts after --text)");
   const auto weights = args.get("weights");
@@ -136,99 +141,101 @@ int run(int argc, char** argv) {
   const bool normalize = args.has("normalize"), patch_tokens = compact || args.has("patch-tokens");
   require(!(compact && normalize), "--json writes the raw model outputs; it does not go with --normalize");
 
-  ClipModel<> model(*weights);
-  const ClipConfig& c = model.config();
-  const int size = static_cast<int>(args.get_int("size", c.vision.patch_size, 4096).value_or(c.vision.image_size));
-  require(size % c.vision.patch_size == 0, "option --size: ", size, " is not a multiple of the patch size ", c.vision.patch_size);
+  return cli::with_device(args, [&](auto backend) {
+    ClipModel model(*weights, std::move(backend));
+    const ClipConfig& c = model.config();
+    const int size = static_cast<int>(args.get_int("size", c.vision.patch_size, 4096).value_or(c.vision.image_size));
+    require(size % c.vision.patch_size == 0, "option --size: ", size, " is not a multiple of the patch size ", c.vision.patch_size);
 
-  const ImageLoadOptions image_options = cli::image_load_options(args);
-  if (compact) return write_compact(model, images, texts, size, args.get("out"), image_options), 0;
+    const ImageLoadOptions image_options = cli::image_load_options(args);
+    if (compact) return write_compact(model, images, texts, size, args.get("out"), image_options), 0;
 
-  json::Writer w(1);
-  w.begin_object();
-  w.member("weights", *weights);
-  w.key("model").begin_object();
-  w.member("image_size", size).member("patch_size", c.vision.patch_size).member("embed_dim", c.embed_dim);
-  w.member("logit_scale", c.logit_scale).member("normalized", normalize);
-  w.end_object();
+    json::Writer w(1);
+    w.begin_object();
+    w.member("weights", *weights);
+    w.key("model").begin_object();
+    w.member("image_size", size).member("patch_size", c.vision.patch_size).member("embed_dim", c.embed_dim);
+    w.member("logit_scale", c.logit_scale).member("normalized", normalize);
+    w.end_object();
 
-  FloatTensor image_embeddings, text_embeddings;
-  if (!images.empty()) {
-    const FloatTensor pixels = preprocess_all(c, images, size, image_options);
-    VisionRequest request;
-    request.patch_tokens = patch_tokens;
-    VisionOutput out = model.encode_images(pixels.values(), pixels.dim(0), request, size);
-    image_embeddings = std::move(out.image_embeddings);
-    if (normalize) {
-      normalize_rows(image_embeddings);
-      if (patch_tokens) normalize_rows(out.patch_tokens);
+    FloatTensor image_embeddings, text_embeddings;
+    if (!images.empty()) {
+      const FloatTensor pixels = preprocess_all(c, images, size, image_options);
+      VisionRequest request;
+      request.patch_tokens = patch_tokens;
+      VisionOutput out = model.encode_images(pixels.values(), pixels.dim(0), request, size);
+      image_embeddings = std::move(out.image_embeddings);
+      if (normalize) {
+        normalize_rows(image_embeddings);
+        if (patch_tokens) normalize_rows(out.patch_tokens);
+      }
+      w.key("images").begin_array();
+      for (std::size_t i = 0; i < images.size(); ++i) {
+        w.begin_object().member("path", images[i]).key("embedding");
+        write_row(w, image_embeddings.data() + static_cast<std::int64_t>(i) * c.embed_dim, c.embed_dim);
+        if (patch_tokens) {
+          const std::int64_t seq = out.patch_tokens.dim(1);
+          w.key("patch_tokens").begin_array();
+          for (std::int64_t t = 0; t < seq; ++t)
+            write_row(w, out.patch_tokens.data() + (static_cast<std::int64_t>(i) * seq + t) * c.embed_dim, c.embed_dim);
+          w.end_array();
+        }
+        w.end_object();
+      }
+      w.end_array();
     }
-    w.key("images").begin_array();
-    for (std::size_t i = 0; i < images.size(); ++i) {
-      w.begin_object().member("path", images[i]).key("embedding");
-      write_row(w, image_embeddings.data() + static_cast<std::int64_t>(i) * c.embed_dim, c.embed_dim);
-      if (patch_tokens) {
-        const std::int64_t seq = out.patch_tokens.dim(1);
-        w.key("patch_tokens").begin_array();
-        for (std::int64_t t = 0; t < seq; ++t)
-          write_row(w, out.patch_tokens.data() + (static_cast<std::int64_t>(i) * seq + t) * c.embed_dim, c.embed_dim);
+    if (!texts.empty()) {
+      const auto ids = model.tokenize(texts);
+      text_embeddings = model.encode_token_ids(ids);
+      if (normalize) normalize_rows(text_embeddings);
+      w.key("texts").begin_array();
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        w.begin_object().member("text", texts[i]).key("token_ids").begin_array();
+        for (auto id : ids[i]) w.value(id);
+        w.end_array().key("embedding");
+        write_row(w, text_embeddings.data() + static_cast<std::int64_t>(i) * c.embed_dim, c.embed_dim);
+        w.end_object();
+      }
+      w.end_array();
+    }
+    if (!images.empty() && !texts.empty()) {
+      FloatTensor a = image_embeddings, b = text_embeddings;
+      normalize_rows(a);
+      normalize_rows(b);
+      const float scale = std::exp(c.logit_scale);
+      w.key("cosine").begin_array();
+      std::vector<std::vector<double>> probabilities;
+      for (std::int64_t i = 0; i < a.dim(0); ++i) {
+        std::vector<double> cos(static_cast<std::size_t>(b.dim(0)));
+        for (std::int64_t j = 0; j < b.dim(0); ++j) {
+          double dot = 0;
+          for (std::int64_t k = 0; k < c.embed_dim; ++k) dot += double(a.data()[i * c.embed_dim + k]) * b.data()[j * c.embed_dim + k];
+          cos[static_cast<std::size_t>(j)] = dot;
+        }
+        w.begin_array();
+        for (double v : cos) w.value(v);
+        w.end_array();
+        // CLIP's zero-shot probabilities: softmax over the texts of scale * cosine.
+        const double top = *std::max_element(cos.begin(), cos.end());
+        double sum = 0;
+        for (double& v : cos) sum += (v = std::exp(scale * (v - top)));
+        for (double& v : cos) v /= sum;
+        probabilities.push_back(cos);
+      }
+      w.end_array();
+      w.key("probabilities").begin_array();
+      for (const auto& row : probabilities) {
+        w.begin_array();
+        for (double v : row) w.value(v);
         w.end_array();
       }
-      w.end_object();
-    }
-    w.end_array();
-  }
-  if (!texts.empty()) {
-    const auto ids = model.tokenize(texts);
-    text_embeddings = model.encode_token_ids(ids);
-    if (normalize) normalize_rows(text_embeddings);
-    w.key("texts").begin_array();
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      w.begin_object().member("text", texts[i]).key("token_ids").begin_array();
-      for (auto id : ids[i]) w.value(id);
-      w.end_array().key("embedding");
-      write_row(w, text_embeddings.data() + static_cast<std::int64_t>(i) * c.embed_dim, c.embed_dim);
-      w.end_object();
-    }
-    w.end_array();
-  }
-  if (!images.empty() && !texts.empty()) {
-    FloatTensor a = image_embeddings, b = text_embeddings;
-    normalize_rows(a);
-    normalize_rows(b);
-    const float scale = std::exp(c.logit_scale);
-    w.key("cosine").begin_array();
-    std::vector<std::vector<double>> probabilities;
-    for (std::int64_t i = 0; i < a.dim(0); ++i) {
-      std::vector<double> cos(static_cast<std::size_t>(b.dim(0)));
-      for (std::int64_t j = 0; j < b.dim(0); ++j) {
-        double dot = 0;
-        for (std::int64_t k = 0; k < c.embed_dim; ++k) dot += double(a.data()[i * c.embed_dim + k]) * b.data()[j * c.embed_dim + k];
-        cos[static_cast<std::size_t>(j)] = dot;
-      }
-      w.begin_array();
-      for (double v : cos) w.value(v);
-      w.end_array();
-      // CLIP's zero-shot probabilities: softmax over the texts of scale * cosine.
-      const double top = *std::max_element(cos.begin(), cos.end());
-      double sum = 0;
-      for (double& v : cos) sum += (v = std::exp(scale * (v - top)));
-      for (double& v : cos) v /= sum;
-      probabilities.push_back(cos);
-    }
-    w.end_array();
-    w.key("probabilities").begin_array();
-    for (const auto& row : probabilities) {
-      w.begin_array();
-      for (double v : row) w.value(v);
       w.end_array();
     }
-    w.end_array();
-  }
-  w.end_object();
+    w.end_object();
 
-  emit(w.str(), args.get("out"));
-  return 0;
+    emit(w.str(), args.get("out"));
+    return 0;
+  });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "common/cli_args.hpp"
 #include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
+#include "common/device_option.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/eval/evaluation.hpp"
 #include "focuspatch/io/json.hpp"
@@ -47,6 +48,8 @@ options:
   --shots-per-batch N  images per forward pass (default 8)
   --quiet              no progress bar
   --max-image-pixels N refuse larger images before decoding them (default 100000000)
+  --device D           cpu (default) or cuda[:N], the N-th GPU (default 0)
+  --precision P        with --device cuda: f16 (default) or bf16 matrix products
   -h, --help           this text
 )";
 
@@ -99,7 +102,7 @@ int run(int argc, char** argv) {
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv,
                        {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch",
-                        cli::kMaxImagePixelsOption},
+                        cli::kMaxImagePixelsOption, cli::kDeviceOption, cli::kPrecisionOption},
                        {"per-class", "no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
   const auto data_root = args.get("data");
@@ -116,69 +119,72 @@ int run(int argc, char** argv) {
   if (auto c = args.get("categories")) data_options.categories = split_commas(*c);
   const eval::Dataset data = eval::load_dataset(*data_root, args.get_or("layout", "mvtec"), data_options);
 
-  tools::DetectorSetup setup(args);
-  fs::create_directories(fs::path(*out_dir) / "overlays");
-  std::map<std::string, int> written;
-  eval::EvaluationCallbacks callbacks;
-  const bool quiet = args.has("quiet");
-  const auto start = std::chrono::steady_clock::now();
-  callbacks.progress = [&](std::size_t done, std::size_t total) {
-    if (quiet) return;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const int width = 30, filled = static_cast<int>(width * done / std::max<std::size_t>(1, total));
-    std::fprintf(stderr, "\r[%s%s] %zu/%zu images, %.1f s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                 std::string(static_cast<std::size_t>(width - filled), '.').c_str(), done, total, seconds);
-    if (done == total) std::fprintf(stderr, "\n");
-  };
-  callbacks.on_image = [&](const eval::TestImage& t, const std::string& category, const Image& image, const Detection& d) {
-    if (!t.anomalous || written[category] >= overlays) return;
-    const fs::path dir = fs::path(*out_dir) / "overlays" / category;
-    fs::create_directories(dir);
-    const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
-    const std::string name = t.defect + "_" + t.image.stem().string() + ".png";
-    write_png((dir / name).string(), overlay_heatmap(image, map, 0.0f, 1.0f));
-    ++written[category];
-  };
-  const eval::EvaluationReport report = eval::evaluate(setup.detector(), data, options, callbacks);
+  return cli::with_device(args, [&](auto backend) {
+    const std::string device = cli::device_description(backend);
+    tools::DetectorSetup setup(args, std::move(backend));
+    fs::create_directories(fs::path(*out_dir) / "overlays");
+    std::map<std::string, int> written;
+    eval::EvaluationCallbacks callbacks;
+    const bool quiet = args.has("quiet");
+    const auto start = std::chrono::steady_clock::now();
+    callbacks.progress = [&](std::size_t done, std::size_t total) {
+      if (quiet) return;
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const int width = 30, filled = static_cast<int>(width * done / std::max<std::size_t>(1, total));
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu images, %.1f s", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                   std::string(static_cast<std::size_t>(width - filled), '.').c_str(), done, total, seconds);
+      if (done == total) std::fprintf(stderr, "\n");
+    };
+    callbacks.on_image = [&](const eval::TestImage& t, const std::string& category, const Image& image, const Detection& d) {
+      if (!t.anomalous || written[category] >= overlays) return;
+      const fs::path dir = fs::path(*out_dir) / "overlays" / category;
+      fs::create_directories(dir);
+      const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
+      const std::string name = t.defect + "_" + t.image.stem().string() + ".png";
+      write_png((dir / name).string(), overlay_heatmap(image, map, 0.0f, 1.0f));
+      ++written[category];
+    };
+    const eval::EvaluationReport report = eval::evaluate(setup.detector(), data, options, callbacks);
 
-  const std::string table = markdown_table(report);
-  const double images_per_second = static_cast<double>(report.mean.test_images) / std::max(1e-9, report.detect_seconds);
-  std::string md = "# focuspatch-eval\n\nweights `" + args.get_or("weights", "") + "`, data `" + *data_root + "` (" +
-                   std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + "), " + report.setting + " setting, " +
-                   std::to_string(report.shots) + " shot(s), seed " + std::to_string(report.seed) + "\n\n" + table +
-                   "\nAll figures in percent. routed: share of test images the detector sent to their own category.\n";
-  char timing[256];
-  std::snprintf(timing, sizeof timing, "\nmemory bank: %.2f s; keyword prompts: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
-                report.memory_seconds, report.prompt_seconds, report.detect_seconds, report.mean.test_images, images_per_second);
-  md += timing;
-  std::ofstream(fs::path(*out_dir) / "results.md") << md;
+    const std::string table = markdown_table(report);
+    const double images_per_second = static_cast<double>(report.mean.test_images) / std::max(1e-9, report.detect_seconds);
+    std::string md = "# focuspatch-eval\n\nweights `" + args.get_or("weights", "") + "`, data `" + *data_root + "` (" +
+                     std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + "), " + report.setting + " setting, " +
+                     std::to_string(report.shots) + " shot(s), seed " + std::to_string(report.seed) + ", device " + device + "\n\n" + table +
+                     "\nAll figures in percent. routed: share of test images the detector sent to their own category.\n";
+    char timing[256];
+    std::snprintf(timing, sizeof timing, "\nmemory bank: %.2f s; keyword prompts: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
+                  report.memory_seconds, report.prompt_seconds, report.detect_seconds, report.mean.test_images, images_per_second);
+    md += timing;
+    std::ofstream(fs::path(*out_dir) / "results.md") << md;
 
-  json::Writer w(1);
-  w.begin_object().member("weights", args.get_or("weights", "")).member("data", *data_root);
-  w.member("layout", std::string(eval::layout_name(data.layout))).member("setting", report.setting);
-  w.member("shots", report.shots).member("seed", report.seed);
-  w.member("memory_seconds", report.memory_seconds).member("prompt_seconds", report.prompt_seconds);
-  w.member("detect_seconds", report.detect_seconds);
-  w.member("images_per_second", images_per_second);
-  w.key("categories").begin_array();
-  for (const auto& c : report.categories) write_metrics(w, c);
-  w.end_array().key("mean");
-  write_metrics(w, report.mean);
-  w.key("images").begin_array();
-  for (const auto& i : report.images) {
-    w.begin_object().member("path", i.path.string()).member("category", i.category).member("routed", i.routed);
-    w.member("defect", i.defect).member("anomalous", i.anomalous).member("score", i.score);
-    w.member("text_score", i.text_score).member("visual_score", i.visual_score).end_object();
-  }
-  w.end_array().end_object();
-  const fs::path json_path = fs::path(*out_dir) / "results.json";
-  std::ofstream f(json_path, std::ios::binary);
-  f << w.str() << "\n";
-  require(f.good(), json_path.string(), ": write failed");
+    json::Writer w(1);
+    w.begin_object().member("weights", args.get_or("weights", "")).member("data", *data_root).member("device", device);
+    w.member("layout", std::string(eval::layout_name(data.layout))).member("setting", report.setting);
+    w.member("shots", report.shots).member("seed", report.seed);
+    w.member("memory_seconds", report.memory_seconds).member("prompt_seconds", report.prompt_seconds);
+    w.member("detect_seconds", report.detect_seconds);
+    w.member("images_per_second", images_per_second);
+    w.key("categories").begin_array();
+    for (const auto& c : report.categories) write_metrics(w, c);
+    w.end_array().key("mean");
+    write_metrics(w, report.mean);
+    w.key("images").begin_array();
+    for (const auto& i : report.images) {
+      w.begin_object().member("path", i.path.string()).member("category", i.category).member("routed", i.routed);
+      w.member("defect", i.defect).member("anomalous", i.anomalous).member("score", i.score);
+      w.member("text_score", i.text_score).member("visual_score", i.visual_score).end_object();
+    }
+    w.end_array().end_object();
+    const fs::path json_path = fs::path(*out_dir) / "results.json";
+    std::ofstream f(json_path, std::ios::binary);
+    f << w.str() << "\n";
+    require(f.good(), json_path.string(), ": write failed");
 
-  std::cout << table << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
-            << (fs::path(*out_dir) / "overlays").string() << "\n";
-  return 0;
+    std::cout << table << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
+              << (fs::path(*out_dir) / "overlays").string() << "\n";
+    return 0;
+  });
 }
 
 }  // namespace

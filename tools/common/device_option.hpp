@@ -1,0 +1,54 @@
+#pragma once
+// --device cpu|cuda[:N] and --precision f16|bf16, shared by the programs that run the model: picks
+// the backend and runs the program's body with it. Programs built without CUDA still accept the
+// option and say why cuda is unavailable.
+#include <string>
+
+#include "common/cli_args.hpp"
+#include "focuspatch/backend/cpu.hpp"
+#if defined(FOCUSPATCH_HAVE_CUDA)
+#include "focuspatch/backend/cuda.hpp"
+#endif
+
+namespace focuspatch::cli {
+
+inline constexpr const char* kDeviceOption = "device";
+inline constexpr const char* kPrecisionOption = "precision";
+
+inline std::string device_description(const CpuBackend&) { return "cpu"; }
+#if defined(FOCUSPATCH_HAVE_CUDA)
+inline std::string device_description(const CudaBackend& backend) {
+  return std::string("cuda ") + backend.device_name() + (backend.precision() == CudaPrecision::BF16 ? " bf16" : " f16");
+}
+#endif
+
+// Calls run(backend) with the backend the options name; returns what run returns.
+template <class Run>
+int with_device(const Args& args, Run&& run) {
+  const std::string device = args.get_or(kDeviceOption, "cpu");
+  const auto precision = args.get(kPrecisionOption);
+  if (device == "cpu") {
+    require(!precision, "option --precision: applies to --device cuda only (the CPU computes in fp32)");
+    return run(CpuBackend{});
+  }
+  require(device == "cuda" || device.rfind("cuda:", 0) == 0, "option --device: '", device, "' is neither cpu nor cuda[:N]");
+#if defined(FOCUSPATCH_HAVE_CUDA)
+  CudaOptions options;
+  if (device.size() > 5) {
+    const std::string index = device.substr(5);
+    require(!index.empty() && index.size() <= 3 && index.find_first_not_of("0123456789") == std::string::npos,
+            "option --device: '", device, "' does not name a GPU number after cuda:");
+    options.device = std::stoi(index);
+  }
+  if (precision) {
+    require(*precision == "f16" || *precision == "bf16", "option --precision: '", *precision, "' is neither f16 nor bf16");
+    options.precision = *precision == "bf16" ? CudaPrecision::BF16 : CudaPrecision::F16;
+  }
+  return run(CudaBackend(options));
+#else
+  fail("option --device ", device, ": this program was built without the CUDA backend (CMake found no nvcc/cuBLAS, or ",
+       "FOCUSPATCH_CUDA was off)");
+#endif
+}
+
+}  // namespace focuspatch::cli
