@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "activation.cuh"
+#include "anomaly_maps.cuh"
 #include "attention.cuh"
 #include "cuda_check.cuh"
 #include "device_types.cuh"
@@ -53,6 +54,7 @@ struct CudaBackend::State {
   // under staging_mutex too.
   cublasHandle_t blas = nullptr;
   DeviceArray<float> queries, distances, similarities;
+  DeviceArray<float> grid, map, map_scratch;  // upsample_and_smooth
 
   ~State() {
     if (stream) cudaStreamSynchronize(stream);
@@ -162,14 +164,21 @@ CudaBackend::Weight CudaBackend::upload_matrix(const TensorView& view) const {
   storage->operands = allocate_operands(count);
   const bool as_stored = (view.dtype == DType::F16 && state_->precision == cuda::Precision::F16) ||
                          (view.dtype == DType::BF16 && state_->precision == cuda::Precision::BF16);
+  // On our stream, not cudaMemcpy's legacy default stream: our non-blocking stream does not wait for
+  // that one, and a pageable cudaMemcpy returns before its last DMA lands, so a product enqueued next
+  // could read a partly written weight. Waited for below, as in upload(), while `bits` still lives.
+  std::vector<std::uint16_t> bits;
   if (as_stored) {  // straight from the mapped file
-    check(cudaMemcpy(storage->operands.data(), view.data, count * sizeof(Operand), cudaMemcpyHostToDevice), "uploading a weight matrix");
+    check(cudaMemcpyAsync(storage->operands.data(), view.data, count * sizeof(Operand), cudaMemcpyHostToDevice, state_->stream),
+          "uploading a weight matrix");
   } else {
     std::vector<float> host(count);
     decode_to_float(view.dtype, view.data, count, host.data());
-    const auto bits = encode16(host.data(), count, state_->precision, "weight matrix " + shape_string(view.shape));
-    check(cudaMemcpy(storage->operands.data(), bits.data(), count * sizeof(Operand), cudaMemcpyHostToDevice), "uploading a weight matrix");
+    bits = encode16(host.data(), count, state_->precision, "weight matrix " + shape_string(view.shape));
+    check(cudaMemcpyAsync(storage->operands.data(), bits.data(), count * sizeof(Operand), cudaMemcpyHostToDevice, state_->stream),
+          "uploading a weight matrix");
   }
+  synchronize();
   Weight w;
   w.matrix = storage->operands.data();
   w.shape = view.shape;
@@ -187,6 +196,7 @@ void CudaBackend::write(Operand* dst, const float* host, std::size_t count) cons
   if (!count) return;
   const auto bits = encode16(host, count, state_->precision, "input");
   check(cudaMemcpyAsync(dst, bits.data(), count * sizeof(Operand), cudaMemcpyHostToDevice, state_->stream), "write to device");
+  synchronize();  // `bits` dies here; not a hot path (inputs of tests and tools)
 }
 void CudaBackend::read(const float* src, float* host, std::size_t count) const {
   if (count) check(cudaMemcpyAsync(host, src, count * sizeof(float), cudaMemcpyDeviceToHost, state_->stream), "read from device");
@@ -218,7 +228,10 @@ LinearShape linear_shape(const CudaBackend::Weight& w) {
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, float* y, Epilogue epilogue,
                          bool accumulate) const {
   const auto [out, in] = linear_shape(w);
-  require(!bias || bias->numel() == out, "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out, " outputs");
+  require(!bias || (bias->numel() == out && bias->data), "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out,
+          " outputs (a bias is uploaded with upload())");
+  // The GEMM adds into y before our kernel applies the activation, which would give act(y + x W^T + b).
+  require(!accumulate || epilogue == Epilogue::None, "cuda linear: accumulating an activated output is not supported");
   // An activation is applied by our kernel, which adds the bias in the same pass.
   const bool fuse_bias = bias && epilogue == Epilogue::None;
   const bool fused = state_->gemm.run(state_->precision, x, rows, w.matrix, out, in, fuse_bias ? bias->data : nullptr, true, y,
@@ -230,7 +243,10 @@ void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, c
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, Operand* y, Epilogue epilogue,
                          bool accumulate) const {
   const auto [out, in] = linear_shape(w);
-  require(!bias || bias->numel() == out, "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out, " outputs");
+  require(!bias || (bias->numel() == out && bias->data), "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out,
+          " outputs (a bias is uploaded with upload())");
+  // The GEMM adds into y before our kernel applies the activation, which would give act(y + x W^T + b).
+  require(!accumulate || epilogue == Epilogue::None, "cuda linear: accumulating an activated output is not supported");
   require(!bias || bias->matrix, "cuda linear: the bias has no 16-bit copy (upload it with upload())");
   const bool fuse_bias = bias && epilogue == Epilogue::None;
   const bool fused = state_->gemm.run(state_->precision, x, rows, w.matrix, out, in, fuse_bias ? bias->matrix : nullptr, false, y,
@@ -242,11 +258,20 @@ void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, c
   });
 }
 
+namespace {
+void require_layer_norm_parameters(const CudaBackend::Weight& gamma, const CudaBackend::Weight& beta) {
+  require(gamma.data && beta.data && gamma.numel() == beta.numel() && gamma.numel() <= std::numeric_limits<int>::max(),
+          "cuda layer_norm: gamma of ", gamma.numel(), " and beta of ", beta.numel(), " values");
+}
+}  // namespace
+
 void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, float* y) const {
+  require_layer_norm_parameters(gamma, beta);
   cuda::layer_norm(x, rows, static_cast<int>(gamma.numel()), gamma.data, beta.data, eps, y, state_->stream);
 }
 
 void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, Operand* y) const {
+  require_layer_norm_parameters(gamma, beta);
   dispatch(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::layer_norm(x, rows, static_cast<int>(gamma.numel()), gamma.data, beta.data, eps, reinterpret_cast<T*>(y), state_->stream);
@@ -318,6 +343,26 @@ std::vector<float> CudaBackend::nearest_cosine_distances(std::span<const float> 
                                  kBlockRows, s.stream);
   std::vector<float> out(static_cast<std::size_t>(rows));
   check(cudaMemcpyAsync(out.data(), s.distances.data(), out.size() * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "reading distances");
+  synchronize();
+  return out;
+}
+
+std::vector<float> CudaBackend::upsample_and_smooth(std::span<const float> grid, std::int64_t grid_h, std::int64_t grid_w,
+                                                    std::int64_t out_h, std::int64_t out_w, double sigma) const {
+  require(grid_h > 0 && grid_w > 0 && out_h > 0 && out_w > 0 && static_cast<std::int64_t>(grid.size()) == grid_h * grid_w,
+          "cuda upsample_and_smooth: a ", grid_h, "x", grid_w, " map of ", grid.size(), " values to ", out_h, "x", out_w);
+  // The same convention as the CPU version (anomaly_map.hpp): scipy's truncate = 4.
+  constexpr double kTruncate = 4.0;
+  std::lock_guard lock(state_->staging_mutex);
+  State& s = *state_;
+  const auto pixels = static_cast<std::size_t>(out_h * out_w);
+  if (s.grid.size() < grid.size()) s.grid = DeviceArray<float>(grid.size());
+  if (s.map.size() < pixels) s.map = DeviceArray<float>(pixels), s.map_scratch = DeviceArray<float>(pixels);
+  check(cudaMemcpyAsync(s.grid.data(), grid.data(), grid.size_bytes(), cudaMemcpyHostToDevice, s.stream), "staging a map");
+  cuda::upsample_bilinear(s.grid.data(), grid_h, grid_w, s.map.data(), out_h, out_w, s.stream);
+  cuda::gaussian_smooth(s.map.data(), out_h, out_w, sigma, kTruncate, s.map.data(), s.map_scratch.data(), s.stream);
+  std::vector<float> out(pixels);
+  check(cudaMemcpyAsync(out.data(), s.map.data(), pixels * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "reading a map");
   synchronize();
   return out;
 }

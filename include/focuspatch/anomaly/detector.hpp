@@ -254,7 +254,10 @@ class Detector {
       if (!weights.empty()) fused.values[i] *= weights[i];
     }
     const int n = resolution();
-    d.map = upsample_and_smooth(fused, n, n, options_.sigma);
+    if constexpr (kDeviceMaps)
+      d.map = AnomalyMap(n, n, model_.backend().upsample_and_smooth(fused.values, g, g, n, n, options_.sigma));
+    else
+      d.map = upsample_and_smooth(fused, n, n, options_.sigma);
     d.visual_score = image_score_top_fraction(upsample_bilinear(d.visual_map, n, n), options_.image_top_fraction);
     const float map_top = image_score_top_fraction(d.map, options_.image_top_fraction);
     d.image_score = static_cast<float>(options_.text_score_weight * d.text_score + (1.0 - options_.text_score_weight) * map_top);
@@ -266,9 +269,12 @@ class Detector {
 
  private:
   // Backends that search the few-shot memory on their own device (CudaBackend) get each category's
-  // rows uploaded once, in prepare(); the others search the host bank.
+  // rows uploaded once, in prepare(); the others search the host bank. Likewise for the final map's
+  // upsampling and smoothing, the other per-image cost that grows with the image.
   static constexpr bool kDeviceMemorySearch =
       requires(const Backend& be, std::span<const float> q, const typename Backend::Weight& w) { be.nearest_cosine_distances(q, 1, w); };
+  static constexpr bool kDeviceMaps =
+      requires(const Backend& be, std::span<const float> m) { be.upsample_and_smooth(m, 1, 1, 1, 1, 1.0); };
 
   std::vector<float> visual_distances(const std::string& category, std::span<const FloatTensor> layer_patches) const {
     if constexpr (kDeviceMemorySearch) {

@@ -124,6 +124,11 @@ class CudaBackend {
   // as MemoryBank's own search; memory is a category's normalised rows [M, D] uploaded with upload().
   std::vector<float> nearest_cosine_distances(std::span<const float> queries, std::int64_t rows, const Weight& memory) const;
 
+  // A [grid_h, grid_w] map (host) upsampled bilinearly to [out_h, out_w] and smoothed with a
+  // Gaussian of sigma output pixels, as anomaly/anomaly_map.hpp's upsample_and_smooth.
+  std::vector<float> upsample_and_smooth(std::span<const float> grid, std::int64_t grid_h, std::int64_t grid_w, std::int64_t out_h,
+                                         std::int64_t out_w, double sigma) const;
+
   struct State;  // CUDA stream, cuBLASLt handle and plans, staging memory (kernels/cuda_backend.cu)
 
  private:
