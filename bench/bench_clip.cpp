@@ -2,15 +2,7 @@
 // random weights (every FLOP and byte of the released models, none of their meaning), written to a
 // temporary .fpw file once per process and loaded like a real one.
 //
-// FLOP count (2 per multiply-add; bias, activations, softmax and layer norms not counted), for
-// T = grid^2 + 1 tokens per image, width W, MLP width M, patch P, embedding D, L layers:
-//   patch embedding   2 * (T - 1) * 3P^2 * W
-//   per layer         2 * T * W * (3W + W + 2M)      qkv, out, fc, proj
-//                     + 4 * T^2 * W                  Q K^T and P V over all heads
-//   projection        2 * T * W * D                  every token (VisionRequest's patch_tokens)
-// times the batch. ViT-B/16 at 224: 35.3 GFLOP per image. The text tower is the same transformer
-// over n sequences padded to the longest (seq rows each), causal (the masked half is still
-// computed, so counted), plus 2 * n * W * D for the projection of the end-of-text tokens.
+// FLOPs and inputs: clip_workload.hpp (ViT-B/16 at 224: 35.3 GFLOP per image).
 //
 // ViT-L/14 benchmarks are named Optional/...: left out unless a --benchmark_filter names them
 // (writing its 1.7 GB of random weights alone takes a while).
@@ -28,30 +20,18 @@
 #include "focuspatch/convert/clip_converter.hpp"
 #include "focuspatch/convert/random_clip.hpp"
 #include "focuspatch/model/clip_model.hpp"
+#include "clip_workload.hpp"
 #include "peak.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using focuspatch::ClipConfig;
 using focuspatch::ClipModel;
 using focuspatch::DType;
 
-double vision_flops(const ClipConfig& c, std::int64_t batch) {
-  const auto& v = c.vision;
-  const double t = v.tokens(), w = v.width, m = v.mlp_width, p = v.patch_size, d = c.embed_dim;
-  const double patch_embed = 2.0 * (t - 1) * 3.0 * p * p * w;
-  const double layer = 2.0 * t * w * (3.0 * w + w + 2.0 * m) + 4.0 * t * t * w;
-  const double projection = 2.0 * t * w * d;
-  return static_cast<double>(batch) * (patch_embed + v.layers * layer + projection);
-}
-
-double text_flops(const ClipConfig& c, std::int64_t sequences, std::int64_t seq) {
-  const auto& t = c.text;
-  const double n = static_cast<double>(sequences), s = static_cast<double>(seq), w = t.width, m = t.mlp_width;
-  const double layer = 2.0 * n * s * w * (3.0 * w + w + 2.0 * m) + n * 4.0 * s * s * w;
-  return t.layers * layer + 2.0 * n * w * c.embed_dim;
-}
+using focuspatch::bench::random_images;
+using focuspatch::bench::text_flops;
+using focuspatch::bench::vision_flops;
 
 // Random-weight files and their loaded models, made on first use and shared by the benchmarks;
 // the files are removed when the program ends.
@@ -104,17 +84,6 @@ class Models {
 Models& models() {
   static Models m;
   return m;
-}
-
-// Preprocessed-looking pixels (roughly unit variance around zero), deterministic.
-std::vector<float> random_images(std::int64_t batch, int size) {
-  std::vector<float> pixels(static_cast<std::size_t>(batch * 3 * size * size));
-  std::uint32_t state = 12345u;
-  for (float& p : pixels) {
-    state = state * 1664525u + 1013904223u;
-    p = static_cast<float>(state >> 8) * (4.0f / 16777216.0f) - 2.0f;
-  }
-  return pixels;
 }
 
 void encode_images(benchmark::State& state, const std::string& preset, DType dtype, std::int64_t batch) {

@@ -6,8 +6,8 @@
 // figure includes launch overhead (what a caller waits for). Per-op cases enqueue kRepeat ops per
 // timed iteration so the one synchronization per iteration is spread thin.
 //
-// FLOPs are counted as bench_clip.cpp counts them (2 per multiply-add of the matrix products and
-// attention; LayerNorm, bias, activations, softmax not counted). "%peak" is against the GPU's
+// FLOPs are counted as for the CPU (clip_workload.hpp: 2 per multiply-add of the matrix products
+// and attention; LayerNorm, bias, activations, softmax not counted). "%peak" is against the GPU's
 // dense fp16 tensor-core peak with fp32 accumulation from its data sheet (FOCUSPATCH_GPU_PEAK_TFLOPS
 // overrides): H100/H200 SXM 989.4 TFLOP/s, H100 PCIe 756, A100 312. The "bytes" of memory-bound
 // ops are their compulsory traffic against FOCUSPATCH_GPU_BANDWIDTH_GBS (H100 SXM 3350 GB/s,
@@ -27,12 +27,12 @@
 #include "focuspatch/backend/cuda.hpp"
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/convert/random_clip.hpp"
+#include "clip_workload.hpp"
 #include "focuspatch/model/clip_model.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using focuspatch::ClipConfig;
 using focuspatch::ClipModel;
 using focuspatch::CudaBackend;
 using focuspatch::CudaOptions;
@@ -135,15 +135,6 @@ void layer_norm(benchmark::State& state, std::int64_t rows, std::int64_t width) 
 }
 
 // ---- end to end ----------------------------------------------------------------------------------
-double vision_flops(const ClipConfig& c, std::int64_t batch) {  // as bench_clip.cpp
-  const auto& v = c.vision;
-  const double t = v.tokens(), w = v.width, m = v.mlp_width, p = v.patch_size, d = c.embed_dim;
-  const double patch_embed = 2.0 * (t - 1) * 3.0 * p * p * w;
-  const double layer = 2.0 * t * w * (3.0 * w + w + 2.0 * m) + 4.0 * t * t * w;
-  const double projection = 2.0 * t * w * d;
-  return static_cast<double>(batch) * (patch_embed + v.layers * layer + projection);
-}
-
 // Random-weight files (fp16, as a deployment would convert them) and their models, made on first
 // use; the files are removed at exit.
 struct Models {
@@ -173,16 +164,6 @@ Models& models() {
   return m;
 }
 
-std::vector<float> random_images(std::int64_t batch, int size) {
-  std::vector<float> pixels(static_cast<std::size_t>(batch * 3 * size * size));
-  std::uint32_t s = 12345u;
-  for (float& p : pixels) {
-    s = s * 1664525u + 1013904223u;
-    p = static_cast<float>(s >> 8) * (4.0f / 16777216.0f) - 2.0f;
-  }
-  return pixels;
-}
-
 // staged: pixels already on the device and only the image embeddings read back (what PyTorch's
 // timing of a GPU-resident forward measures; ln_post + projection then run on the class tokens
 // only, 0.4 % fewer FLOPs than projecting every token). Otherwise encode_images as a caller uses
@@ -190,7 +171,7 @@ std::vector<float> random_images(std::int64_t batch, int size) {
 void forward(benchmark::State& state, const std::string& preset, std::int64_t batch, bool staged) {
   ClipModel<CudaBackend>& model = models().get(preset);
   const int size = model.config().vision.image_size;
-  const auto pixels = random_images(batch, size);
+  const auto pixels = focuspatch::bench::random_images(batch, size);
   ClipModel<CudaBackend>::Workspace ws;
   focuspatch::VisionRequest request;
   request.patch_tokens = !staged;
@@ -203,7 +184,7 @@ void forward(benchmark::State& state, const std::string& preset, std::int64_t ba
       benchmark::DoNotOptimize(model.encode_images(pixels, batch, request, ws));
     state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
-  report_flops(state, vision_flops(model.config(), batch));
+  report_flops(state, focuspatch::bench::vision_flops(model.config(), batch));
   state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
 }
 
