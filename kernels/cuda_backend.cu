@@ -218,20 +218,20 @@ namespace {
 struct LinearShape {
   std::int64_t out, in;
 };
-LinearShape linear_shape(const CudaBackend::Weight& w) {
+LinearShape checked_linear(const CudaBackend::Weight& w, const CudaBackend::Weight* bias, Epilogue epilogue, bool accumulate) {
   require(w.matrix != nullptr && w.shape.size() >= 2, "cuda linear: the weight was not uploaded as a matrix (upload_matrix)");
   const std::int64_t out = w.shape.at(0);
+  require(!bias || (bias->numel() == out && bias->data), "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out,
+          " outputs (a bias is uploaded with upload())");
+  // The GEMM adds into y before our kernel applies the activation, which would give act(y + x W^T + b).
+  require(!accumulate || epilogue == Epilogue::None, "cuda linear: accumulating an activated output is not supported");
   return {out, out == 0 ? 0 : w.numel() / out};
 }
 }  // namespace
 
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, float* y, Epilogue epilogue,
                          bool accumulate) const {
-  const auto [out, in] = linear_shape(w);
-  require(!bias || (bias->numel() == out && bias->data), "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out,
-          " outputs (a bias is uploaded with upload())");
-  // The GEMM adds into y before our kernel applies the activation, which would give act(y + x W^T + b).
-  require(!accumulate || epilogue == Epilogue::None, "cuda linear: accumulating an activated output is not supported");
+  const auto [out, in] = checked_linear(w, bias, epilogue, accumulate);
   // An activation is applied by our kernel, which adds the bias in the same pass.
   const bool fuse_bias = bias && epilogue == Epilogue::None;
   const bool fused = state_->gemm.run(state_->precision, x, rows, w.matrix, out, in, fuse_bias ? bias->data : nullptr, true, y,
@@ -242,11 +242,7 @@ void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, c
 
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, Operand* y, Epilogue epilogue,
                          bool accumulate) const {
-  const auto [out, in] = linear_shape(w);
-  require(!bias || (bias->numel() == out && bias->data), "cuda linear: bias of ", bias ? bias->numel() : 0, " values for ", out,
-          " outputs (a bias is uploaded with upload())");
-  // The GEMM adds into y before our kernel applies the activation, which would give act(y + x W^T + b).
-  require(!accumulate || epilogue == Epilogue::None, "cuda linear: accumulating an activated output is not supported");
+  const auto [out, in] = checked_linear(w, bias, epilogue, accumulate);
   require(!bias || bias->matrix, "cuda linear: the bias has no 16-bit copy (upload it with upload())");
   const bool fuse_bias = bias && epilogue == Epilogue::None;
   const bool fused = state_->gemm.run(state_->precision, x, rows, w.matrix, out, in, fuse_bias ? bias->matrix : nullptr, false, y,
