@@ -47,7 +47,7 @@ if [ "$phase" = test ]; then
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in $cuda_tests; do
     timeout 200 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 3 "build-gpu/tests/$t" \
-      --test-case-exclude='*CLIP forward*,*detector*' > "$out/$t.memcheck.log" 2>&1
+      --test-case-exclude='*CLIP forward*,*detector*,*focuspatch-eval*,*with one it gives*' > "$out/$t.memcheck.log" 2>&1
     echo "$t memcheck exit $?"
     grep -E "ERROR SUMMARY|LEAK SUMMARY|test cases:|Invalid|error" "$out/$t.memcheck.log" | head -12
   done
