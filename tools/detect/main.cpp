@@ -67,6 +67,7 @@ int run(int argc, char** argv) {
   const ImageLoadOptions image_options = cli::image_load_options(args);
 
   return cli::with_device(args, [&](auto backend) {
+    const std::string device = cli::device_description(backend);
     tools::DetectorSetup setup(args, std::move(backend));
     auto& detector = setup.detector();
     const auto memory = args.get("memory");
@@ -91,7 +92,7 @@ int run(int argc, char** argv) {
 
     fs::create_directories(*out_dir);
     json::Writer w(1);
-    w.begin_object().member("weights", args.get_or("weights", "")).key("images").begin_array();
+    w.begin_object().member("weights", args.get_or("weights", "")).member("device", device).key("images").begin_array();
     std::set<std::string> used_names;
     for (const auto& path : images) {
       const Image image = load_image(path, image_options);
