@@ -314,13 +314,15 @@ void CudaBackend::gather_rows(const float* x, std::int64_t width, std::span<cons
   if (state_->rows.size() < rows.size()) state_->rows = DeviceArray<long long>(rows.size());
   static_assert(sizeof(long long) == sizeof(std::int64_t));
   if (!rows.empty())
-    check(cudaMemcpyAsync(state_->rows.data(), rows.data(), rows.size_bytes(), cudaMemcpyHostToDevice, state_->stream), "staging row indices");
+    check(cudaMemcpyAsync(state_->rows.data(), rows.data(), rows.size_bytes(), cudaMemcpyHostToDevice, state_->stream),
+          "staging row indices");
   cuda::gather_rows(x, static_cast<int>(width), state_->rows.data(), static_cast<long long>(rows.size()), out, state_->stream);
 }
 
 // ---- anomaly ------------------------------------------------------------------------------------------
 std::vector<float> CudaBackend::nearest_cosine_distances(std::span<const float> queries, std::int64_t rows, const Weight& memory) const {
-  require(memory.data && memory.shape.size() == 2 && memory.shape[0] > 0, "cuda memory search: the memory is not an uploaded [rows, D] matrix");
+  require(memory.data && memory.shape.size() == 2 && memory.shape[0] > 0,
+          "cuda memory search: the memory is not an uploaded [rows, D] matrix");
   const std::int64_t dim = memory.shape[1], memory_rows = memory.shape[0];
   require(rows > 0 && static_cast<std::int64_t>(queries.size()) == rows * dim, "cuda memory search: ", queries.size(),
           " query values for ", rows, " rows of ", dim);

@@ -14,7 +14,8 @@ inline void check(cudaError_t status, const char* what) {
 }
 
 inline void check(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) fail("cublas: ", what, " failed: ", cublasGetStatusName(status), " (", cublasGetStatusString(status), ")");
+  if (status != CUBLAS_STATUS_SUCCESS)
+    fail("cublas: ", what, " failed: ", cublasGetStatusName(status), " (", cublasGetStatusString(status), ")");
 }
 
 // After a kernel launch: catches bad launch configurations at once instead of at the next sync.

@@ -36,7 +36,9 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float scale 
   return v;
 }
 
-float round16(float v, CudaPrecision p) { return p == CudaPrecision::BF16 ? bf16_to_float(float_to_bf16(v)) : half_to_float(float_to_half(v)); }
+float round16(float v, CudaPrecision p) {
+  return p == CudaPrecision::BF16 ? bf16_to_float(float_to_bf16(v)) : half_to_float(float_to_half(v));
+}
 std::vector<float> round16(std::vector<float> v, CudaPrecision p) {
   for (auto& x : v) x = round16(x, p);
   return v;
@@ -122,8 +124,9 @@ void check_linear(const CudaBackend& gpu, const LinearCase& c, std::uint64_t see
       double magnitude = c.bias ? std::fabs(b[static_cast<std::size_t>(o)]) : 0.0;
       for (std::int64_t k = 0; k < c.in; ++k)
         magnitude += std::fabs(double(x[static_cast<std::size_t>(r * c.in + k)]) * w[static_cast<std::size_t>(o * c.in + k)]);
-      const double tolerance = 1e-5 * magnitude + (c.f32_out ? 0.0 : 2.0 * unit16(p) * (magnitude + std::fabs(expected[static_cast<std::size_t>(r * c.out + o)]))) + 1e-6;
       const std::size_t i = static_cast<std::size_t>(r * c.out + o);
+      const double rounding = c.f32_out ? 0.0 : 2.0 * unit16(p) * (magnitude + std::fabs(expected[i]));
+      const double tolerance = 1e-5 * magnitude + rounding + 1e-6;
       if (!(std::fabs(got[i] - expected[i]) <= tolerance) && bad++ < 5) {
         CAPTURE(r);
         CAPTURE(o);
@@ -336,10 +339,12 @@ TEST_CASE("cuda CLIP forward agrees with the CPU forward: cosine >= 0.9999 on em
     CHECK(worst_row_cosine(a.patch_tokens, b.patch_tokens) >= 0.9999);
     CHECK(worst_row_cosine(a.value_value_tokens, b.value_value_tokens) >= 0.9999);
     CHECK(worst_row_cosine(a.layer_tokens.at(0), b.layer_tokens.at(0)) >= 0.9999);
-    for (int layer : request.projected_layers) CHECK(worst_row_cosine(a.projected_layers.at(layer), b.projected_layers.at(layer)) >= 0.9999);
+    for (int layer : request.projected_layers)
+      CHECK(worst_row_cosine(a.projected_layers.at(layer), b.projected_layers.at(layer)) >= 0.9999);
 
     // The text tower, causal, on sequences of different lengths (the end token has the largest id).
-    const std::vector<std::vector<std::int32_t>> ids = {{49406, 320, 1125, 539, 320, 49407}, {49406, 49407}, {49406, 5, 9, 4000, 12, 77, 3, 49407}};
+    const std::vector<std::vector<std::int32_t>> ids = {
+        {49406, 320, 1125, 539, 320, 49407}, {49406, 49407}, {49406, 5, 9, 4000, 12, 77, 3, 49407}};
     CHECK(worst_row_cosine(cpu.encode_token_ids(ids), gpu.encode_token_ids(ids)) >= 0.9999);
   }
 }

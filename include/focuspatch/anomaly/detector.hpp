@@ -296,7 +296,8 @@ class Detector {
     const std::int64_t D = memory_.feature_dim();
     for (std::size_t l = 0; l < memory_.layers().size(); ++l) {
       const auto rows = memory_.patches(category, l);
-      layers.push_back(model_.backend().upload(FloatTensor({static_cast<std::int64_t>(rows.size()) / D, D}, std::vector<float>(rows.begin(), rows.end()))));
+      FloatTensor matrix({static_cast<std::int64_t>(rows.size()) / D, D}, std::vector<float>(rows.begin(), rows.end()));
+      layers.push_back(model_.backend().upload(matrix));
     }
     device_memory_[category] = std::move(layers);
   }
