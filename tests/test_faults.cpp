@@ -122,15 +122,30 @@ TEST_CASE("a NaN that slips past an unverified load reaches no score") {
   Detector<> detector(model);
   detector.set_keywords("washer", unit_keywords(model.config().embed_dim));
 
-  // Why the checks exist: one NaN weight turns every output into NaN.
+  // Why the checks exist: one NaN weight turns every output into NaN. The model does not hand
+  // such outputs out, so neither a shot nor a test image gets that far.
   const Image shot = synthetic("washer", SyntheticSplit::train, "good", 0);
-  const auto features = detector.encode(std::span<const Image>(&shot, 1));
-  REQUIRE(features.size() == 1);
-  CHECK(std::isnan(features[0].global[0]));
-  // The memory bank refuses such a shot...
   const std::string msg = error_of([&] { detector.add_normal("washer", std::span<const Image>(&shot, 1), std::vector<std::string>{"shot0"}); });
-  CHECK(contains(msg, "shot0"));
-  CHECK(contains(msg, "not finite"));
+  CHECK(contains(msg, "encode_images: the model's"));
+  CHECK(contains(msg, "hold NaN"));
+  CHECK(detector.memory().empty());
+}
+
+TEST_CASE("finite weights that overflow inside the model give an error, not infinities") {
+  // The largest float in one projection weight: finite, so the load accepts it, but any input of
+  // magnitude above 1 on that column overflows the product (as an fp16 activation above 65504
+  // would on a GPU).
+  const std::string path = poisoned_copy("v.proj.weight", 0, std::numeric_limits<float>::max(), /*fix_checksum=*/true, "overflow.fpw");
+  ClipModel<> model(path);
+  const int n = model.config().vision.image_size;
+  std::vector<float> pixels(static_cast<std::size_t>(3 * n * n));
+  for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>((i * 37) % 101) / 25.0f - 2.0f;
+  VisionRequest request;
+  request.patch_tokens = true;
+  const std::string msg = error_of([&] { model.encode_images(pixels, 1, request); });
+  CHECK(contains(msg, "encode_images: the model's"));
+  CHECK(contains(msg, "inf at element"));
+  CHECK(contains(msg, "use bf16 precision"));
 }
 
 TEST_CASE("features holding NaN or infinity are refused before scoring") {

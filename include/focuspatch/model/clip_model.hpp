@@ -76,7 +76,13 @@ class ClipModel {
     if (const auto bad = find_non_finite(images))
       fail("encode_images: input pixel ", bad->index, " of ", images.size(), " is ", bad->what,
            "; preprocessed images must be finite");
-    return vision_.encode(backend_, images, batch, size > 0 ? size : config_.vision.image_size, request, ws.vision);
+    VisionOutput out = vision_.encode(backend_, images, batch, size > 0 ? size : config_.vision.image_size, request, ws.vision);
+    require_finite("encode_images", "image embeddings", out.image_embeddings);
+    require_finite("encode_images", "patch tokens", out.patch_tokens);
+    require_finite("encode_images", "value-value tokens", out.value_value_tokens);
+    for (const auto& [layer, t] : out.layer_tokens) require_finite("encode_images", "tokens of a requested block", t);
+    for (const auto& [layer, t] : out.projected_layers) require_finite("encode_images", "projected tokens of a requested block", t);
+    return out;
   }
   VisionOutput encode_images(std::span<const float> images, std::int64_t batch, const VisionRequest& request = {}, int size = 0) {
     return encode_images(images, batch, request, own_, size);
@@ -84,7 +90,7 @@ class ClipModel {
 
   // Tokenizes with the file's vocabulary (start/end tokens; see TextOverflow for long texts) and encodes.
   FloatTensor encode_texts(std::span<const std::string> texts, Workspace& ws, TextOverflow overflow = TextOverflow::Truncate) const {
-    return text_.encode_ids(backend_, tokenize(texts, overflow), ws.text);
+    return require_finite("encode_texts", "text embeddings", text_.encode_ids(backend_, tokenize(texts, overflow), ws.text));
   }
   FloatTensor encode_texts(std::span<const std::string> texts, TextOverflow overflow = TextOverflow::Truncate) {
     return encode_texts(texts, own_, overflow);
@@ -100,7 +106,7 @@ class ClipModel {
   }
 
   FloatTensor encode_token_ids(std::span<const std::vector<std::int32_t>> ids, Workspace& ws) const {
-    return text_.encode_ids(backend_, ids, ws.text);
+    return require_finite("encode_token_ids", "text embeddings", text_.encode_ids(backend_, ids, ws.text));
   }
   FloatTensor encode_token_ids(std::span<const std::vector<std::int32_t>> ids) { return encode_token_ids(ids, own_); }
 
@@ -108,13 +114,25 @@ class ClipModel {
     if (const auto bad = find_non_finite(embeddings.values()))
       fail("encode_token_embeddings: value ", bad->index, " of ", embeddings.numel(), " is ", bad->what,
            "; token embeddings must be finite");
-    return text_.encode_embeddings(backend_, embeddings, eot, ws.text);
+    return require_finite("encode_token_embeddings", "text embeddings", text_.encode_embeddings(backend_, embeddings, eot, ws.text));
   }
   FloatTensor encode_token_embeddings(const FloatTensor& embeddings, std::span<const std::int64_t> eot) {
     return encode_token_embeddings(embeddings, eot, own_);
   }
 
  private:
+  // Finite weights and inputs can still overflow inside the model: an fp16 activation above 65504 on
+  // a GPU, or weights scaled far beyond any trained model's. A NaN or infinity handed back would
+  // pass unnoticed into every score computed from it.
+  template <class Tensor>
+  static Tensor require_finite(const char* call, const char* what, Tensor&& t) {
+    if (const auto bad = find_non_finite(t.values()))
+      fail(call, ": the model's ", what, " hold ", bad->what, " at element ", bad->index, " of ", t.numel(), "; something overflowed ",
+           "inside the model (on a GPU in fp16, activations above 65504 do: use bf16 precision) or a weight is not finite (a load ",
+           "with verify_weights finds those)");
+    return std::forward<Tensor>(t);
+  }
+
   static WeightFile open_weights(const std::string& path, const ModelLoadOptions& options) {
     WeightFile file(path);
     if (options.verify_weights) {
