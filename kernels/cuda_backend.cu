@@ -56,10 +56,21 @@ struct CudaBackend::State {
   DeviceArray<float> queries, distances, similarities;
   DeviceArray<float> grid, map, map_scratch;  // upsample_and_smooth
 
+  // Makes this backend's GPU current for the calling thread: the CUDA runtime's current device is
+  // per thread, and a model on GPU 1 may be used from threads that never selected it.
+  void activate() const {
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != device) check(cudaSetDevice(device), "cudaSetDevice");
+  }
+
   ~State() {
+    int previous = -1;
+    cudaGetDevice(&previous);
+    cudaSetDevice(device);  // the handle and stream belong to it
     if (stream) cudaStreamSynchronize(stream);
     if (blas) cublasDestroy(blas);
     if (stream) cudaStreamDestroy(stream);
+    if (previous >= 0) cudaSetDevice(previous);
   }
 };
 
@@ -130,16 +141,30 @@ CudaPrecision CudaBackend::precision() const {
   return state_->precision == cuda::Precision::BF16 ? CudaPrecision::BF16 : CudaPrecision::F16;
 }
 std::string CudaBackend::device_name() const { return state_->name; }
-void CudaBackend::synchronize() const { check(cudaStreamSynchronize(state_->stream), "synchronizing the stream"); }
+void CudaBackend::synchronize() const {
+  state_->activate();
+  check(cudaStreamSynchronize(state_->stream), "synchronizing the stream");
+}
+
+CudaBackend::Buffer CudaBackend::allocate(std::size_t count) const {
+  state_->activate();
+  return Buffer(count);
+}
+CudaBackend::OperandBuffer CudaBackend::allocate_operands(std::size_t count) const {
+  state_->activate();
+  return OperandBuffer(count);
+}
 
 // ---- parameters ---------------------------------------------------------------------------------
 CudaBackend::Weight CudaBackend::upload(const TensorView& view) const {
+  state_->activate();
   std::vector<float> host(static_cast<std::size_t>(view.numel()));
   decode_to_float(view.dtype, view.data, host.size(), host.data());
   return upload(FloatTensor(view.shape, std::move(host)));
 }
 
 CudaBackend::Weight CudaBackend::upload(const FloatTensor& host) const {
+  state_->activate();
   auto storage = std::make_shared<WeightStorage>();
   const auto count = static_cast<std::size_t>(host.numel());
   storage->values = allocate(count);
@@ -159,6 +184,7 @@ CudaBackend::Weight CudaBackend::upload(const FloatTensor& host) const {
 }
 
 CudaBackend::Weight CudaBackend::upload_matrix(const TensorView& view) const {
+  state_->activate();
   auto storage = std::make_shared<WeightStorage>();
   const auto count = static_cast<std::size_t>(view.numel());
   storage->operands = allocate_operands(count);
@@ -190,19 +216,23 @@ CudaBackend::Weight CudaBackend::upload_matrix(const TensorView& view) const {
 // Copies from pageable host memory return once the data is staged, so the host side may be freed
 // or reused as soon as they return.
 void CudaBackend::write(float* dst, const float* host, std::size_t count) const {
+  state_->activate();
   if (count) check(cudaMemcpyAsync(dst, host, count * sizeof(float), cudaMemcpyHostToDevice, state_->stream), "write to device");
 }
 void CudaBackend::write(Operand* dst, const float* host, std::size_t count) const {
+  state_->activate();
   if (!count) return;
   const auto bits = encode16(host, count, state_->precision, "input");
   check(cudaMemcpyAsync(dst, bits.data(), count * sizeof(Operand), cudaMemcpyHostToDevice, state_->stream), "write to device");
   synchronize();  // `bits` dies here; not a hot path (inputs of tests and tools)
 }
 void CudaBackend::read(const float* src, float* host, std::size_t count) const {
+  state_->activate();
   if (count) check(cudaMemcpyAsync(host, src, count * sizeof(float), cudaMemcpyDeviceToHost, state_->stream), "read from device");
   synchronize();
 }
 void CudaBackend::read(const Operand* src, float* host, std::size_t count) const {
+  state_->activate();
   std::vector<std::uint16_t> bits(count);
   if (count) check(cudaMemcpyAsync(bits.data(), src, count * sizeof(Operand), cudaMemcpyDeviceToHost, state_->stream), "read from device");
   synchronize();
@@ -210,6 +240,7 @@ void CudaBackend::read(const Operand* src, float* host, std::size_t count) const
   std::copy(values.begin(), values.end(), host);
 }
 void CudaBackend::copy(const float* src, float* dst, std::size_t count) const {
+  state_->activate();
   if (count) check(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice, state_->stream), "device copy");
 }
 
@@ -231,6 +262,7 @@ LinearShape checked_linear(const CudaBackend::Weight& w, const CudaBackend::Weig
 
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, float* y, Epilogue epilogue,
                          bool accumulate) const {
+  state_->activate();
   const auto [out, in] = checked_linear(w, bias, epilogue, accumulate);
   // An activation is applied by our kernel, which adds the bias in the same pass.
   const bool fuse_bias = bias && epilogue == Epilogue::None;
@@ -242,6 +274,7 @@ void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, c
 
 void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, const Weight* bias, Operand* y, Epilogue epilogue,
                          bool accumulate) const {
+  state_->activate();
   const auto [out, in] = checked_linear(w, bias, epilogue, accumulate);
   require(!bias || bias->matrix, "cuda linear: the bias has no 16-bit copy (upload it with upload())");
   const bool fuse_bias = bias && epilogue == Epilogue::None;
@@ -262,11 +295,13 @@ void require_layer_norm_parameters(const CudaBackend::Weight& gamma, const CudaB
 }  // namespace
 
 void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, float* y) const {
+  state_->activate();
   require_layer_norm_parameters(gamma, beta);
   cuda::layer_norm(x, rows, static_cast<int>(gamma.numel()), gamma.data, beta.data, eps, y, state_->stream);
 }
 
 void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, Operand* y) const {
+  state_->activate();
   require_layer_norm_parameters(gamma, beta);
   dispatch(state_->precision, [&](auto zero) {
     using T = decltype(zero);
@@ -276,6 +311,7 @@ void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& ga
 
 void CudaBackend::attention(const Operand* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, Operand* out,
                             AttentionKind kind) const {
+  state_->activate();
   dispatch(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::attention(reinterpret_cast<const T*>(qkv), batch, seq, heads, head_dim, causal, kind == AttentionKind::ValueValue,
@@ -284,6 +320,7 @@ void CudaBackend::attention(const Operand* qkv, std::int64_t batch, std::int64_t
 }
 
 void CudaBackend::patchify(const float* images, std::int64_t batch, int size, int patch, Operand* patches) const {
+  state_->activate();
   dispatch(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::patchify(images, batch, size, patch, reinterpret_cast<T*>(patches), state_->stream);
@@ -292,11 +329,13 @@ void CudaBackend::patchify(const float* images, std::int64_t batch, int size, in
 
 void CudaBackend::assemble_vision_tokens(const float* patch_embeds, const Weight& cls, const Weight& pos, std::int64_t batch,
                                          std::int64_t seq, float* tokens) const {
+  state_->activate();
   cuda::assemble_vision_tokens(patch_embeds, cls.data, pos.data, batch, seq, static_cast<int>(cls.numel()), tokens, state_->stream);
 }
 
 void CudaBackend::embed_tokens(std::span<const std::int32_t> ids, std::int64_t seq, const Weight& table, const Weight& pos,
                                float* out) const {
+  state_->activate();
   std::lock_guard lock(state_->staging_mutex);
   if (state_->ids.size() < ids.size()) state_->ids = DeviceArray<int>(ids.size());
   if (!ids.empty())
@@ -306,10 +345,12 @@ void CudaBackend::embed_tokens(std::span<const std::int32_t> ids, std::int64_t s
 }
 
 void CudaBackend::add_positions(float* x, std::int64_t rows, std::int64_t seq, const Weight& pos) const {
+  state_->activate();
   cuda::add_positions(x, rows, seq, static_cast<int>(pos.shape.at(1)), pos.data, state_->stream);
 }
 
 void CudaBackend::gather_rows(const float* x, std::int64_t width, std::span<const std::int64_t> rows, float* out) const {
+  state_->activate();
   std::lock_guard lock(state_->staging_mutex);
   if (state_->rows.size() < rows.size()) state_->rows = DeviceArray<long long>(rows.size());
   static_assert(sizeof(long long) == sizeof(std::int64_t));
@@ -321,6 +362,7 @@ void CudaBackend::gather_rows(const float* x, std::int64_t width, std::span<cons
 
 // ---- anomaly ------------------------------------------------------------------------------------------
 std::vector<float> CudaBackend::nearest_cosine_distances(std::span<const float> queries, std::int64_t rows, const Weight& memory) const {
+  state_->activate();
   require(memory.data && memory.shape.size() == 2 && memory.shape[0] > 0,
           "cuda memory search: the memory is not an uploaded [rows, D] matrix");
   const std::int64_t dim = memory.shape[1], memory_rows = memory.shape[0];
@@ -347,6 +389,7 @@ std::vector<float> CudaBackend::nearest_cosine_distances(std::span<const float> 
 
 std::vector<float> CudaBackend::upsample_and_smooth(std::span<const float> grid, std::int64_t grid_h, std::int64_t grid_w,
                                                     std::int64_t out_h, std::int64_t out_w, double sigma) const {
+  state_->activate();
   require(grid_h > 0 && grid_w > 0 && out_h > 0 && out_w > 0 && static_cast<std::int64_t>(grid.size()) == grid_h * grid_w,
           "cuda upsample_and_smooth: a ", grid_h, "x", grid_w, " map of ", grid.size(), " values to ", out_h, "x", out_w);
   // The same convention as the CPU version (anomaly_map.hpp): scipy's truncate = 4.

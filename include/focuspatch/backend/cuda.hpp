@@ -10,8 +10,8 @@
 //
 // Weights are uploaded once; .fpw fp16 (or bf16, with bf16 precision) matrices go to the device as
 // they are. Every op is enqueued on the backend's own stream; read() waits for it. One backend may
-// serve several threads, each with its own workspace: their work is serialized on the stream (a
-// thread other than the constructing one must select the same device, cudaSetDevice, for device != 0).
+// serve several threads, each with its own workspace: their work is serialized on the stream; every
+// op makes the backend's GPU current for the calling thread first.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -89,8 +89,8 @@ class CudaBackend {
   Weight upload(const TensorView& view) const;         // fp32 copy (+ 16-bit copy for vectors)
   Weight upload_matrix(const TensorView& view) const;  // 16-bit copy only
   Weight upload(const FloatTensor& host) const;
-  Buffer allocate(std::size_t count) const { return Buffer(count); }
-  OperandBuffer allocate_operands(std::size_t count) const { return OperandBuffer(count); }
+  Buffer allocate(std::size_t count) const;  // on this backend's GPU, whichever thread asks
+  OperandBuffer allocate_operands(std::size_t count) const;
 
   // Host <-> device, counts in elements; operands are converted from/to fp32 on the way.
   void write(float* dst, const float* host, std::size_t count) const;
