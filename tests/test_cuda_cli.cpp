@@ -122,3 +122,30 @@ TEST_CASE("focuspatch-eval --device cuda reports the GPU and the CPU's metrics")
   CHECK(std::fabs(results[0].at("mean").at("pixel_auroc").as_double() - results[1].at("mean").at("pixel_auroc").as_double()) <= 0.001);
   CHECK(std::fabs(results[0].at("mean").at("image_auroc").as_double() - results[1].at("mean").at("image_auroc").as_double()) <= 0.001);
 }
+
+TEST_CASE("--device cuda computes in bf16 for a bf16 weight file unless told otherwise") {
+  FOCUSPATCH_REQUIRE_GPU();
+  if (!test::have_shared_vocab()) {
+    MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent (the default prompt bank needs the tokenizer)");
+    return;
+  }
+  test::TempDir tmp("test_cuda_cli_bf16");
+  const std::string weights = (tmp / "tiny_bf16.fpw").string();
+  REQUIRE(test::run_tool("focuspatch-convert",
+                         "--random tiny --seed 5 --dtype bf16 --vocab " + test::shared_vocab_path().string() + " -o " + weights, tmp / "log")
+              .status == 0);
+  const std::string image = (test::fixtures_dir() / "images" / "rgb_37x53.png").string();
+  for (const auto& [option, expected] : {std::pair{std::string(""), std::string(" bf16")}, std::pair{std::string(" --precision f16"),
+                                                                                                  std::string(" f16")}}) {
+    CAPTURE(option);
+    const std::string out = (tmp / "out").string();
+    const auto r = test::run_tool("focuspatch-detect", "--weights " + weights + " --normal part=" + image + " --image " + image +
+                                                           " --device cuda --out " + out + option,
+                                  tmp / "log");
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    const std::string device = json::parse(test::read_all(fs::path(out) / "results.json"), "results.json").at("device").as_string();
+    CHECK(device.size() > expected.size());
+    CHECK(device.substr(device.size() - expected.size()) == expected);
+  }
+}

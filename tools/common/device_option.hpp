@@ -6,6 +6,7 @@
 
 #include "common/cli_args.hpp"
 #include "focuspatch/backend/cpu.hpp"
+#include "focuspatch/io/weight_file.hpp"
 #if defined(FOCUSPATCH_HAVE_CUDA)
 #include "focuspatch/backend/cuda.hpp"
 #endif
@@ -22,9 +23,11 @@ inline std::string device_description(const CudaBackend& backend) {
 }
 #endif
 
-// Calls run(backend) with the backend the options name; returns what run returns.
+// Calls run(backend) with the backend the options name; returns what run returns. weights: the
+// .fpw file the program will load; without --precision a GPU computes in bf16 when its matrices are
+// stored in bf16 (they then go to the device as they are), else in fp16.
 template <class Run>
-int with_device(const Args& args, Run&& run) {
+int with_device(const Args& args, const std::string& weights, Run&& run) {
   const std::string device = args.get_or(kDeviceOption, "cpu");
   const auto precision = args.get(kPrecisionOption);
   if (device == "cpu") {
@@ -43,6 +46,10 @@ int with_device(const Args& args, Run&& run) {
   if (precision) {
     require(*precision == "f16" || *precision == "bf16", "option --precision: '", *precision, "' is neither f16 nor bf16");
     options.precision = *precision == "bf16" ? CudaPrecision::BF16 : CudaPrecision::F16;
+  } else if (!weights.empty()) {
+    const WeightFile file(weights);  // the header only; the model's load checks the rest
+    const TensorView* matrix = file.find("v.proj.weight");
+    if (matrix && matrix->dtype == DType::BF16) options.precision = CudaPrecision::BF16;
   }
   return run(CudaBackend(options));
 #else

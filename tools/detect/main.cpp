@@ -46,7 +46,8 @@ options:
   --scale LO,HI        colour scale of the overlays (default: 0,1)
   --max-image-pixels N refuse larger images before decoding them (default 100000000)
   --device D           cpu (default) or cuda[:N], the N-th GPU (default 0)
-  --precision P        with --device cuda: f16 (default) or bf16 matrix products
+  --precision P        with --device cuda: f16 or bf16 matrix products (default: bf16 for
+                       weights stored in bf16, else f16)
   -h, --help           this text
 )";
 
@@ -66,7 +67,7 @@ int run(int argc, char** argv) {
   if (auto s = args.get("scale")) tools::parse_pair(*s, "--scale", lo, hi);
   const ImageLoadOptions image_options = cli::image_load_options(args);
 
-  return cli::with_device(args, [&](auto backend) {
+  return cli::with_device(args, args.get_or("weights", ""), [&](auto backend) {
     const std::string device = cli::device_description(backend);
     tools::DetectorSetup setup(args, std::move(backend));
     auto& detector = setup.detector();

@@ -38,7 +38,8 @@ options:
   --max-image-pixels N
                      refuse larger images before decoding them (default 100000000)
   --device D         cpu (default) or cuda[:N], the N-th GPU (default 0)
-  --precision P      with --device cuda: f16 (default) or bf16 matrix products
+  --precision P      with --device cuda: f16 or bf16 matrix products (default: bf16 for
+                     weights stored in bf16, else f16)
   -h, --help         this text
 )";
 
@@ -141,7 +142,7 @@ int run(int argc, char** argv) {
   const bool normalize = args.has("normalize"), patch_tokens = compact || args.has("patch-tokens");
   require(!(compact && normalize), "--json writes the raw model outputs; it does not go with --normalize");
 
-  return cli::with_device(args, [&](auto backend) {
+  return cli::with_device(args, args.get_or("weights", ""), [&](auto backend) {
     ClipModel model(*weights, std::move(backend));
     const ClipConfig& c = model.config();
     const int size = static_cast<int>(args.get_int("size", c.vision.patch_size, 4096).value_or(c.vision.image_size));

@@ -49,7 +49,8 @@ options:
   --quiet              no progress bar
   --max-image-pixels N refuse larger images before decoding them (default 100000000)
   --device D           cpu (default) or cuda[:N], the N-th GPU (default 0)
-  --precision P        with --device cuda: f16 (default) or bf16 matrix products
+  --precision P        with --device cuda: f16 or bf16 matrix products (default: bf16 for
+                       weights stored in bf16, else f16)
   -h, --help           this text
 )";
 
@@ -119,7 +120,7 @@ int run(int argc, char** argv) {
   if (auto c = args.get("categories")) data_options.categories = split_commas(*c);
   const eval::Dataset data = eval::load_dataset(*data_root, args.get_or("layout", "mvtec"), data_options);
 
-  return cli::with_device(args, [&](auto backend) {
+  return cli::with_device(args, args.get_or("weights", ""), [&](auto backend) {
     const std::string device = cli::device_description(backend);
     tools::DetectorSetup setup(args, std::move(backend));
     fs::create_directories(fs::path(*out_dir) / "overlays");
