@@ -28,6 +28,10 @@ export CPATH=/tmp/deps/usr/include${CPATH:+:$CPATH}
 export LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}
 export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
+if [ ! -e ../shared/clip/bpe_simple_vocab_16e6.txt.gz ] && [ -e .deps/bpe_simple_vocab_16e6.txt.gz ]; then
+  mkdir -p ../shared/clip && cp .deps/bpe_simple_vocab_16e6.txt.gz ../shared/clip/ || echo "could not place the vocabulary in ../shared"
+fi
+
 step "build"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFOCUSPATCH_BUILD_BENCH=ON -DFOCUSPATCH_NATIVE=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DEigen3_DIR=/tmp/deps/usr/share/eigen3/cmake || exit 1
