@@ -41,7 +41,7 @@ using cuda::check;
 
 struct CudaBackend::State {
   int device = 0;
-  cuda::Precision precision = cuda::Precision::F16;
+  CudaPrecision precision = CudaPrecision::F16;
   cudaStream_t stream = nullptr;
   std::string name;
   cuda::LinearGemm gemm;
@@ -76,15 +76,14 @@ struct CudaBackend::State {
 
 namespace {
 
-cuda::Precision to_kernel_precision(CudaPrecision p) { return p == CudaPrecision::BF16 ? cuda::Precision::BF16 : cuda::Precision::F16; }
 
 // Host fp32 -> the backend's 16-bit encoding. fp16 tops out at 65504: a larger weight or input
 // would silently become infinity and poison everything downstream, so it is refused.
-std::vector<std::uint16_t> encode16(const float* values, std::size_t count, cuda::Precision precision, const std::string& what) {
+std::vector<std::uint16_t> encode16(const float* values, std::size_t count, CudaPrecision precision, const std::string& what) {
   std::vector<std::uint16_t> bits(count);
   for (std::size_t i = 0; i < count; ++i) {
     const float v = values[i];
-    if (precision == cuda::Precision::BF16) {
+    if (precision == CudaPrecision::BF16) {
       bits[i] = float_to_bf16(v);
     } else {
       if (std::isfinite(v) && std::fabs(v) > 65504.0f)
@@ -95,9 +94,9 @@ std::vector<std::uint16_t> encode16(const float* values, std::size_t count, cuda
   return bits;
 }
 
-std::vector<float> decode16(const std::uint16_t* bits, std::size_t count, cuda::Precision precision) {
+std::vector<float> decode16(const std::uint16_t* bits, std::size_t count, CudaPrecision precision) {
   std::vector<float> out(count);
-  for (std::size_t i = 0; i < count; ++i) out[i] = precision == cuda::Precision::BF16 ? bf16_to_float(bits[i]) : half_to_float(bits[i]);
+  for (std::size_t i = 0; i < count; ++i) out[i] = precision == CudaPrecision::BF16 ? bf16_to_float(bits[i]) : half_to_float(bits[i]);
   return out;
 }
 
@@ -106,11 +105,6 @@ struct WeightStorage {
   CudaBackend::Buffer values;
   CudaBackend::OperandBuffer operands;
 };
-
-template <class F>
-decltype(auto) dispatch(cuda::Precision p, F&& f) {
-  return cuda::with_precision(p, std::forward<F>(f));
-}
 
 }  // namespace
 
@@ -130,16 +124,14 @@ CudaBackend::CudaBackend(const CudaOptions& options) {
           "; the kernels need 8.0 or newer (Ampere, Hopper)");
   state_ = std::make_shared<State>();  // after the checks: it creates the cuBLASLt handle on the device
   state_->device = options.device;
-  state_->precision = to_kernel_precision(options.precision);
+  state_->precision = options.precision;
   state_->name = std::string(props.name) + " (sm_" + std::to_string(props.major * 10 + props.minor) + ", " +
                  std::to_string(props.multiProcessorCount) + " SMs)";
   check(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
   check(cublasCreate(&state_->blas), "cublasCreate");
 }
 
-CudaPrecision CudaBackend::precision() const {
-  return state_->precision == cuda::Precision::BF16 ? CudaPrecision::BF16 : CudaPrecision::F16;
-}
+CudaPrecision CudaBackend::precision() const { return state_->precision; }
 std::string CudaBackend::device_name() const { return state_->name; }
 void CudaBackend::synchronize() const {
   state_->activate();
@@ -188,8 +180,8 @@ CudaBackend::Weight CudaBackend::upload_matrix(const TensorView& view) const {
   auto storage = std::make_shared<WeightStorage>();
   const auto count = static_cast<std::size_t>(view.numel());
   storage->operands = allocate_operands(count);
-  const bool as_stored = (view.dtype == DType::F16 && state_->precision == cuda::Precision::F16) ||
-                         (view.dtype == DType::BF16 && state_->precision == cuda::Precision::BF16);
+  const bool as_stored = (view.dtype == DType::F16 && state_->precision == CudaPrecision::F16) ||
+                         (view.dtype == DType::BF16 && state_->precision == CudaPrecision::BF16);
   // On our stream, not cudaMemcpy's legacy default stream: our non-blocking stream does not wait for
   // that one, and a pageable cudaMemcpy returns before its last DMA lands, so a product enqueued next
   // could read a partly written weight. Waited for below, as in upload(), while `bits` still lives.
@@ -281,7 +273,7 @@ void CudaBackend::linear(const Operand* x, std::int64_t rows, const Weight& w, c
   const bool fused = state_->gemm.run(state_->precision, x, rows, w.matrix, out, in, fuse_bias ? bias->matrix : nullptr, false, y,
                                       accumulate, state_->stream);
   const float* pending_bias = bias && !(fuse_bias && fused) ? bias->data : nullptr;
-  dispatch(state_->precision, [&](auto zero) {
+  cuda::with_precision(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::bias_activation(reinterpret_cast<T*>(y), rows, static_cast<int>(out), pending_bias, epilogue, state_->stream);
   });
@@ -303,7 +295,7 @@ void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& ga
 void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, Operand* y) const {
   state_->activate();
   require_layer_norm_parameters(gamma, beta);
-  dispatch(state_->precision, [&](auto zero) {
+  cuda::with_precision(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::layer_norm(x, rows, static_cast<int>(gamma.numel()), gamma.data, beta.data, eps, reinterpret_cast<T*>(y), state_->stream);
   });
@@ -312,7 +304,7 @@ void CudaBackend::layer_norm(const float* x, std::int64_t rows, const Weight& ga
 void CudaBackend::attention(const Operand* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, Operand* out,
                             AttentionKind kind) const {
   state_->activate();
-  dispatch(state_->precision, [&](auto zero) {
+  cuda::with_precision(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::attention(reinterpret_cast<const T*>(qkv), batch, seq, heads, head_dim, causal, kind == AttentionKind::ValueValue,
                     reinterpret_cast<T*>(out), state_->stream);
@@ -321,7 +313,7 @@ void CudaBackend::attention(const Operand* qkv, std::int64_t batch, std::int64_t
 
 void CudaBackend::patchify(const float* images, std::int64_t batch, int size, int patch, Operand* patches) const {
   state_->activate();
-  dispatch(state_->precision, [&](auto zero) {
+  cuda::with_precision(state_->precision, [&](auto zero) {
     using T = decltype(zero);
     cuda::patchify(images, batch, size, patch, reinterpret_cast<T*>(patches), state_->stream);
   });

@@ -4,9 +4,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "focuspatch/backend/cuda.hpp"
+
 namespace focuspatch::cuda {
 
-enum class Precision { F16, BF16 };
+using Precision = CudaPrecision;  // the public option, F16 or BF16
 
 __host__ __device__ inline float to_float(float x) { return x; }
 __host__ __device__ inline float to_float(__half x) { return __half2float(x); }

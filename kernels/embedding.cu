@@ -66,13 +66,6 @@ __global__ void gather_kernel(const float* x, int width, const long long* rows, 
   }
 }
 
-template <class T>
-__global__ void convert_kernel(const float* in, long long count, T* out) {
-  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-       i += static_cast<long long>(gridDim.x) * blockDim.x)
-    out[i] = from_float<T>(in[i]);
-}
-
 }  // namespace
 
 template <class T>
@@ -115,18 +108,7 @@ void gather_rows(const float* x, int width, const long long* rows, long long cou
   check_launch("gather_rows kernel");
 }
 
-template <class T>
-void convert(const float* in, long long count, T* out, cudaStream_t stream) {
-  require(count >= 0, "cuda convert: negative count");
-  if (count == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min<long long>(blocks_for(count, kThreads), 8192));
-  convert_kernel<T><<<blocks, kThreads, 0, stream>>>(in, count, out);
-  check_launch("convert kernel");
-}
-
 template void patchify<__half>(const float*, long long, int, int, __half*, cudaStream_t);
 template void patchify<__nv_bfloat16>(const float*, long long, int, int, __nv_bfloat16*, cudaStream_t);
-template void convert<__half>(const float*, long long, __half*, cudaStream_t);
-template void convert<__nv_bfloat16>(const float*, long long, __nv_bfloat16*, cudaStream_t);
 
 }  // namespace focuspatch::cuda

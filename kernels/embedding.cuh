@@ -1,6 +1,6 @@
 #pragma once
 // The element-wise ops that build and move token rows: patch extraction, class token and position
-// embeddings, token lookup, row gathers, and fp32 <-> 16-bit conversion. All row-major.
+// embeddings, token lookup, row gathers. All row-major.
 #include <cuda_runtime.h>
 
 namespace focuspatch::cuda {
@@ -23,8 +23,5 @@ void add_positions(float* x, long long rows, long long seq, int width, const flo
 
 // out[i] = x[rows[i]]; rows in device memory.
 void gather_rows(const float* x, int width, const long long* rows, long long count, float* out, cudaStream_t stream);
-
-template <class T>
-void convert(const float* in, long long count, T* out, cudaStream_t stream);
 
 }  // namespace focuspatch::cuda
