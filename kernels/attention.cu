@@ -38,6 +38,7 @@
 
 #include <mma.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -306,6 +307,29 @@ struct Problem {
 };
 
 constexpr long long kMaxGridX = 2147483647LL, kMaxGridY = 65535LL;
+constexpr int kCachedDevices = 64;
+
+// Whether this device can give the tiled kernel its shared memory, opting in once per kernel and
+// device: the attribute query and set are driver calls of microseconds each, a sizable share of a
+// batch-1 attention if repeated on every call. (Two threads racing here both set the same value.)
+template <class T, int Dim>
+bool tiled_fits_device(int device) {
+  constexpr std::size_t bytes = TiledLayout<T, Dim>::bytes;
+  static std::atomic<signed char> known[kCachedDevices] = {};  // 0 unknown, 1 fits (opted in), -1 not
+  const bool cacheable = device >= 0 && device < kCachedDevices;
+  if (cacheable) {
+    if (const signed char k = known[device].load(std::memory_order_acquire)) return k > 0;
+  }
+  int limit = 0;
+  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+        "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  const bool fits = bytes <= static_cast<std::size_t>(limit);
+  if (fits)
+    check(cudaFuncSetAttribute(tiled_attention_kernel<T, Dim>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+          "cudaFuncSetAttribute(attention MaxDynamicSharedMemorySize)");
+  if (cacheable) known[device].store(fits ? 1 : -1, std::memory_order_release);
+  return fits;
+}
 
 // Launches the tiled kernel; false when this device or problem cannot run it (then the caller uses
 // the generic kernel).
@@ -314,14 +338,10 @@ bool launch_tiled(const T* qkv, T* out, const Problem& p) {
   constexpr std::size_t bytes = TiledLayout<T, Dim>::bytes;
   const long long query_tiles = (p.seq + kTileQueries - 1) / kTileQueries;
   if (p.batch * p.heads > kMaxGridX || query_tiles > kMaxGridY) return false;
-  int device = 0, limit = 0;
+  int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-        "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
-  if (bytes > static_cast<std::size_t>(limit)) return false;
+  if (!tiled_fits_device<T, Dim>(device)) return false;
   auto* kernel = tiled_attention_kernel<T, Dim>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
-        "cudaFuncSetAttribute(attention MaxDynamicSharedMemorySize)");
   const dim3 grid(static_cast<unsigned>(p.batch * p.heads), static_cast<unsigned>(query_tiles));
   kernel<<<grid, kTileThreads, bytes, p.stream>>>(qkv, p.seq, p.heads, p.causal, p.value_value, p.scale_log2, out);
   check_launch("tiled attention kernel");
