@@ -48,6 +48,7 @@ TEST_CASE("--device and --precision are checked before anything runs") {
   const std::pair<std::string, std::string> cases[] = {
       {"--device gpu", "'gpu' is neither cpu nor cuda[:N]"},
       {"--device cuda:x", "does not name a GPU number"},
+      {"--device cuda:", "does not name a GPU number"},
       {"--precision bf16", "applies to --device cuda only"},
   };
   for (const auto& [arguments, message] : cases) {

@@ -37,7 +37,7 @@ int with_device(const Args& args, const std::string& weights, Run&& run) {
   require(device == "cuda" || device.rfind("cuda:", 0) == 0, "option --device: '", device, "' is neither cpu nor cuda[:N]");
 #if defined(FOCUSPATCH_HAVE_CUDA)
   CudaOptions options;
-  if (device.size() > 5) {
+  if (device != "cuda") {  // cuda:N
     const std::string index = device.substr(5);
     require(!index.empty() && index.size() <= 3 && index.find_first_not_of("0123456789") == std::string::npos,
             "option --device: '", device, "' does not name a GPU number after cuda:");
