@@ -1,4 +1,5 @@
-// focuspatch-eval: few-shot evaluation on a dataset laid out like MVTec AD, VisA or Real-IAD.
+// focuspatch-eval: few-shot evaluation on a dataset laid out like MVTec AD, VisA or Real-IAD, or
+// users' own images in the folder layout.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,8 +13,10 @@
 #include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
 #include "common/device_option.hpp"
+#include "eval/eval_outputs.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/eval/evaluation.hpp"
+#include "focuspatch/eval/repeated_runs.hpp"
 #include "focuspatch/io/json.hpp"
 
 namespace {
@@ -26,19 +29,25 @@ constexpr const char* kUsage = R"(usage: focuspatch-eval --weights FILE.fpw --da
 Unified multi-class few-shot evaluation: K normal training images of every category go into one
 memory bank and each test image is routed to its category by the detector (the category is not
 given). With --per-class, the classic setting: one bank per category, category known.
-Writes DIR/results.md (table), DIR/results.json (metrics and every image's score) and a few
-heat-map overlays per category in DIR/overlays/.
+Writes DIR/results.md (table), DIR/results.json (metrics and every image's score), a few
+heat-map overlays per category in DIR/overlays/, and DIR/report.html, a page with the table and
+those images (input, ground truth, heat map; their copies in DIR/report/) that opens offline.
 
 options:
   --weights FILE       a .fpw file made by focuspatch-convert
   --data ROOT          the dataset's root folder
-  --layout NAME        mvtec (default), visa or realiad
+  --layout NAME        mvtec (default), visa, realiad or folder (ROOT/<category>/good/ and a
+                       folder per defect kind, masks optional in ground_truth/<kind>/; see README)
   --shots K            normal shots per category (default 4)
   --seed S             seed of the shot draw (default 0)
+  --runs N             evaluate N shot draws, seeds S..S+N-1, and report the mean and sample
+                       standard deviation of every metric (default 1); the tables, overlays and
+                       per-image results are those of the first draw
   --categories a,b     only these categories
   --per-class          one memory bank per category, category known
   --out DIR            output folder (created)
-  --overlays N         overlays written per category (default 3; 0 for none)
+  --overlays N         overlays written per category of anomalous images, and as many of normal
+                       ones (default 3; 0 for none)
   --prompts FILE       the keyword prompt bank (default: stored in the weights, else built in)
   --text-weight W      weight of the text branch in the fused map and the image score (default
                        0.5; 0 = visual memory only, 1 = keyword prompts only)
@@ -67,11 +76,8 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
-std::string percent(double v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%.1f", 100.0 * v);
-  return buf;
-}
+std::string percent(double v) { return tools::percent_or_na(v); }
+std::string pixel_percent(const eval::CategoryResult& c, double v) { return tools::percent_or_na(tools::pixel_value(c, v)); }
 
 std::string markdown_table(const eval::EvaluationReport& r) {
   std::string s = "| category | images | routed | I-AUROC | I-AP | I-F1max | P-AUROC | P-AP | P-F1max | AUPRO |\n";
@@ -80,8 +86,8 @@ std::string markdown_table(const eval::EvaluationReport& r) {
     s += "| " + c.name + " | " + std::to_string(c.test_images) + " | " +
          percent(static_cast<double>(c.routed_correctly) / static_cast<double>(std::max<std::size_t>(1, c.test_images))) + " | " +
          percent(c.image.auroc) + " | " + percent(c.image.average_precision) + " | " + percent(c.image.f1_max) + " | " +
-         percent(c.pixel.auroc) + " | " + percent(c.pixel.average_precision) + " | " + percent(c.pixel.f1_max) + " | " +
-         percent(c.aupro) + " |\n";
+         pixel_percent(c, c.pixel.auroc) + " | " + pixel_percent(c, c.pixel.average_precision) + " | " +
+         pixel_percent(c, c.pixel.f1_max) + " | " + pixel_percent(c, c.aupro) + " |\n";
   };
   for (const auto& c : r.categories) row(c);
   row(r.mean);
@@ -92,8 +98,16 @@ void write_metrics(json::Writer& w, const eval::CategoryResult& c) {
   w.begin_object().member("name", c.name).member("test_images", c.test_images).member("anomalous", c.anomalous);
   w.member("routed_correctly", c.routed_correctly);
   w.member("image_auroc", c.image.auroc).member("image_ap", c.image.average_precision).member("image_f1_max", c.image.f1_max);
-  w.member("pixel_auroc", c.pixel.auroc).member("pixel_ap", c.pixel.average_precision).member("pixel_f1_max", c.pixel.f1_max);
-  w.member("aupro", c.aupro).key("shots").begin_array();
+  // Pixel metrics are null where no mask exists to measure them against (folder layout).
+  using Field = std::pair<const char*, double>;
+  for (const auto& [key, v] : {Field{"pixel_auroc", c.pixel.auroc}, Field{"pixel_ap", c.pixel.average_precision},
+                               Field{"pixel_f1_max", c.pixel.f1_max}, Field{"aupro", c.aupro}}) {
+    w.key(key);
+    if (c.pixel_evaluated) w.value(v); else w.null();
+  }
+  w.member("pixel_evaluated", c.pixel_evaluated).key("kinds_without_masks").begin_array();
+  for (const auto& k : c.kinds_without_masks) w.value(k);
+  w.end_array().key("shots").begin_array();
   for (const auto& p : c.shots) w.value(p.string());
   w.end_array().end_object();
 }
@@ -102,7 +116,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv,
-                       {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch",
+                       {"weights", "text-weight", "data", "layout", "shots", "seed", "runs", "categories", "out", "overlays", "prompts", "shots-per-batch",
                         cli::kMaxImagePixelsOption, cli::kDeviceOption, cli::kPrecisionOption},
                        {"per-class", "no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
@@ -116,6 +130,7 @@ int run(int argc, char** argv) {
   options.per_class = args.has("per-class");
   options.images = cli::image_load_options(args);
   const auto overlays = args.get_int("overlays", 0, 1000).value_or(3);
+  const auto runs = static_cast<std::size_t>(args.get_int("runs", 1, 1000).value_or(1));
   eval::DatasetOptions data_options;
   if (auto c = args.get("categories")) data_options.categories = split_commas(*c);
   const eval::Dataset data = eval::load_dataset(*data_root, args.get_or("layout", "mvtec"), data_options);
@@ -124,7 +139,8 @@ int run(int argc, char** argv) {
     const std::string device = cli::device_description(backend);
     tools::DetectorSetup setup(args, std::move(backend));
     fs::create_directories(fs::path(*out_dir) / "overlays");
-    std::map<std::string, int> written;
+    std::map<std::pair<std::string, bool>, int> written;  // (category, anomalous) -> overlays
+    std::map<std::string, std::vector<tools::html::ImageRow>> report_rows;
     eval::EvaluationCallbacks callbacks;
     const bool quiet = args.has("quiet");
     const auto start = std::chrono::steady_clock::now();
@@ -137,15 +153,28 @@ int run(int argc, char** argv) {
       if (done == total) std::fprintf(stderr, "\n");
     };
     callbacks.on_image = [&](const eval::TestImage& t, const std::string& category, const Image& image, const Detection& d) {
-      if (!t.anomalous || written[category] >= overlays) return;
+      if (written[{category, t.anomalous}] >= overlays) return;
       const fs::path dir = fs::path(*out_dir) / "overlays" / category;
       fs::create_directories(dir);
       const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
-      const std::string name = t.defect + "_" + t.image.stem().string() + ".png";
+      const std::string stem = t.defect + "_" + t.image.stem().string();
+      const std::string name = stem + ".png";
       write_png((dir / name).string(), overlay_heatmap(image, map, 0.0f, 1.0f));
-      ++written[category];
+      ++written[{category, t.anomalous}];
+      const std::string heat_map = (fs::path("overlays") / category / name).generic_string();
+      report_rows[category].push_back(tools::eval_report_row(*out_dir, category, stem, t, image, d, heat_map, options.images));
     };
-    const eval::EvaluationReport report = eval::evaluate(setup.detector(), data, options, callbacks);
+    // Run r draws its shots with seed S + r; only the first run writes overlays and report rows.
+    std::vector<eval::EvaluationReport> all_runs;
+    for (std::size_t run = 0; run < runs; ++run) {
+      eval::EvaluationOptions run_options = options;
+      run_options.seed = options.seed + run;
+      if (runs > 1 && !quiet) std::fprintf(stderr, "run %zu/%zu (seed %llu)\n", run + 1, runs, static_cast<unsigned long long>(run_options.seed));
+      all_runs.push_back(eval::evaluate(setup.detector(), data, run_options, run == 0 ? callbacks : eval::EvaluationCallbacks{callbacks.progress, {}}));
+    }
+    const eval::EvaluationReport& report = all_runs.front();
+    const eval::RunsSummary summary = eval::summarize_runs(all_runs);
+    const std::vector<std::string> notes = tools::pixel_notes(report);
 
     const std::string table = markdown_table(report);
     const double images_per_second = static_cast<double>(report.mean.test_images) / std::max(1e-9, report.detect_seconds);
@@ -153,6 +182,11 @@ int run(int argc, char** argv) {
                      std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + "), " + report.setting + " setting, " +
                      std::to_string(report.shots) + " shot(s), seed " + std::to_string(report.seed) + ", device " + device + "\n\n" + table +
                      "\nAll figures in percent. routed: share of test images the detector sent to their own category.\n";
+    for (const auto& n : notes) md += "\n" + n + "\n";
+    if (runs > 1)
+      md += "\n## " + std::to_string(runs) + " shot draws (seeds " + std::to_string(options.seed) + ".." +
+            std::to_string(options.seed + runs - 1) + "): mean ± sample standard deviation (divisor N-1), in percent\n\n" +
+            tools::markdown_runs_table(summary);
     char timing[256];
     std::snprintf(timing, sizeof timing, "\nmemory bank: %.2f s; keyword prompts: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
                   report.memory_seconds, report.prompt_seconds, report.detect_seconds, report.mean.test_images, images_per_second);
@@ -176,14 +210,30 @@ int run(int argc, char** argv) {
       w.member("defect", i.defect).member("anomalous", i.anomalous).member("score", i.score);
       w.member("text_score", i.text_score).member("visual_score", i.visual_score).end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    w.key("notes").begin_array();
+    for (const auto& n : notes) w.value(n);
+    w.end_array();
+    tools::write_runs_json(w, all_runs, summary);
+    w.end_object();
     const fs::path json_path = fs::path(*out_dir) / "results.json";
     std::ofstream f(json_path, std::ios::binary);
     f << w.str() << "\n";
     require(f.good(), json_path.string(), ": write failed");
 
-    std::cout << table << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
-              << (fs::path(*out_dir) / "overlays").string() << "\n";
+    const std::vector<std::string> facts = {"weights: " + args.get_or("weights", ""),
+                                            "data: " + *data_root + " (" + std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + ")",
+                                            "seed " + std::to_string(report.seed) + ", device " + device};
+    const fs::path html_path = fs::path(*out_dir) / "report.html";
+    std::ofstream html_file(html_path, std::ios::binary);
+    html_file << tools::html::render_html(tools::eval_html_report(report, summary, facts, std::move(report_rows)));
+    require(html_file.good(), html_path.string(), ": write failed");
+
+    std::cout << table << timing;
+    for (const auto& n : notes) std::cout << n << "\n";
+    if (runs > 1) std::cout << "\nmean ± sample std over " << runs << " shot draws:\n" << tools::markdown_runs_table(summary);
+    std::cout << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << ", overlays in "
+              << (fs::path(*out_dir) / "overlays").string() << " and " << html_path.string() << "\n";
     return 0;
   });
 }

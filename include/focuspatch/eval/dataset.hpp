@@ -27,13 +27,27 @@
 //            folder is the first of realiad_1024, realiad_512, realiad_256, realiad_raw present
 //            unless DatasetOptions names one. Anomalous entries in "train" (the FUIAD noisy-training
 //            splits) are errors: focuspatch takes its few-shot references from normal images only.
+//   folder   users' own data: ROOT/<category>/good/* are the normal images and every other folder
+//            ROOT/<category>/<kind>/* holds anomalous images of the defect kind <kind> (names starting
+//            with '.', and the folders train/ and ground_truth/, excepted). A category is a folder of
+//            ROOT holding good/. Masks are optional, per kind: ROOT/<category>/ground_truth/<kind>/
+//            <stem>_mask.<ext> (or <stem>.<ext>). When a kind has a mask folder, every image of the
+//            kind needs its mask and every mask its image, else the load fails naming the file; a
+//            kind without one has no pixel ground truth (TestImage::mask empty), and evaluation
+//            skips pixel metrics for it and says so. The normal images are split in two: when
+//            ROOT/<category>/train/good/ exists, its images are the training images (the few-shot
+//            draw and the calibration pool) and all of good/ is tested; without it, good/ sorted by
+//            name is dealt out alternately, positions 0, 2, 4, ... to training and 1, 3, 5, ... to
+//            testing (so both halves span the whole folder, also when names follow capture time,
+//            and the test set does not depend on --seed). Either way a category needs at least one
+//            training and one normal test image and one anomalous image.
 //
 // Everywhere: image files are .png, .jpg, .jpeg or .bmp in any letter case (what io/image.hpp
 // decodes; TIFF is not, and a folder of only .tif files is reported as such); names starting with
 // '.' are skipped; categories are sorted by name, training images by path and test images by path
 // (byte order of the generic path string), so every run sees the same order. Normal test images
 // have the defect "good" in every layout and no mask; every anomalous test image has a mask that
-// exists. Missing folders, empty image folders, missing masks and malformed split files are errors
+// exists, except in the folder layout, where masks are optional. Missing folders, empty image folders, missing masks and malformed split files are errors
 // naming the path.
 //
 // Few-shot sampling: sample_few_shot(category, k, seed) draws k distinct training images with a
@@ -51,6 +65,7 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -62,28 +77,31 @@
 
 namespace focuspatch::eval {
 
-enum class DatasetLayout { MVTec, VisA, RealIAD };
+enum class DatasetLayout { MVTec, VisA, RealIAD, Folder };
 
 inline std::string_view layout_name(DatasetLayout layout) {
   switch (layout) {
     case DatasetLayout::MVTec: return "mvtec";
     case DatasetLayout::VisA: return "visa";
     case DatasetLayout::RealIAD: return "realiad";
+    case DatasetLayout::Folder: return "folder";
   }
   return "unknown";
 }
 
 inline DatasetLayout parse_dataset_layout(std::string_view name) {
-  for (DatasetLayout layout : {DatasetLayout::MVTec, DatasetLayout::VisA, DatasetLayout::RealIAD})
+  for (DatasetLayout layout : {DatasetLayout::MVTec, DatasetLayout::VisA, DatasetLayout::RealIAD, DatasetLayout::Folder})
     if (name == layout_name(layout)) return layout;
-  fail("unknown dataset layout '", name, "' (known layouts: mvtec, visa, realiad)");
+  fail("unknown dataset layout '", name, "' (known layouts: mvtec, visa, realiad, folder)");
 }
 
 struct TestImage {
   std::filesystem::path image;
   bool anomalous = false;
   std::string defect;           // "good" for normal images
-  std::filesystem::path mask;   // empty for normal images
+  std::filesystem::path mask;   // empty for normal images, and in the folder layout for kinds without masks
+
+  bool has_pixel_truth() const { return !anomalous || !mask.empty(); }
 };
 
 struct Category {
@@ -589,6 +607,91 @@ inline Dataset load_realiad(const fs::path& root, const DatasetOptions& options)
   return d;
 }
 
+// ---- folder (users' own data) --------------------------------------------------------------------
+
+// The defect kind's images, with their masks when ground_truth/<kind>/ exists (then all must match).
+inline void load_folder_kind(Category& c, const fs::path& category_dir, const std::string& kind) {
+  const std::vector<fs::path> images = list_images(category_dir / kind, "defect folder '" + kind + "' of '" + c.name + "'");
+  const fs::path gt_dir = category_dir / "ground_truth" / kind;
+  if (!is_dir(gt_dir)) {
+    for (const fs::path& img : images) c.test.push_back({img, true, kind, {}});
+    return;
+  }
+  std::vector<fs::path> masks;
+  for (const fs::path& m : list_dir(gt_dir, false))
+    if (is_image_file(m)) masks.push_back(m);
+  std::set<std::string> matched;
+  for (const fs::path& img : images) {
+    const std::string stem = img.stem().string();
+    const std::optional<fs::path> mask = find_mask(masks, stem);
+    require(mask.has_value(), img.string(), ": no mask for this image in ", gt_dir.string(), " (expected ", stem,
+            "_mask.png); a kind with a ground_truth folder needs a mask for every image");
+    matched.insert(mask->string());
+    c.test.push_back({img, true, kind, *mask});
+  }
+  for (const fs::path& m : masks)
+    require(matched.count(m.string()) != 0, m.string(), ": mask matches no image of ", (category_dir / kind).string(),
+            " (a mask of <stem>.png is named <stem>_mask.png or <stem>.png)");
+}
+
+inline Category load_folder_category(const fs::path& dir, const std::string& name, bool& used_train_folder) {
+  Category c;
+  c.name = name;
+  const std::vector<fs::path> good = list_images(dir / "good", "the normal images of '" + name + "'");
+  used_train_folder = is_dir(dir / "train");
+  if (used_train_folder) {
+    c.train_normal = list_images(dir / "train" / "good", "the normal training images of '" + name + "'");
+    for (const fs::path& img : good) c.test.push_back({img, false, "good", {}});
+  } else {
+    require(good.size() >= 2, (dir / "good").string(), ": ", good.size(),
+            " normal image; at least 2 are needed (dealt out alternately to the shots and to testing), or put the shots in ",
+            (dir / "train" / "good").string());
+    for (std::size_t i = 0; i < good.size(); ++i) {
+      if (i % 2 == 0) c.train_normal.push_back(good[i]);
+      else c.test.push_back({good[i], false, "good", {}});
+    }
+  }
+  std::set<std::string> kinds;
+  for (const fs::path& sub : list_dir(dir, true)) {
+    const std::string kind = sub.filename().string();
+    if (kind == "good" || kind == "train" || kind == "ground_truth") continue;
+    kinds.insert(kind);
+    load_folder_kind(c, dir, kind);
+  }
+  require(!kinds.empty(), dir.string(), ": category '", name, "' has good/ but no folder of anomalous images beside it");
+  if (is_dir(dir / "ground_truth"))
+    for (const fs::path& gt : list_dir(dir / "ground_truth", true))
+      require(kinds.count(gt.filename().string()) != 0, gt.string(), ": mask folder of no defect folder (expected ",
+              (dir / gt.filename()).string(), ")");
+  return c;
+}
+
+inline Dataset load_folder(const fs::path& root, const DatasetOptions& options) {
+  Dataset d;
+  d.root = root;
+  d.layout = DatasetLayout::Folder;
+  std::vector<std::string> alternating, train_folder;
+  for (const fs::path& dir : list_dir(root, true)) {
+    const std::string name = dir.filename().string();
+    if (!wanted(options, name) || !is_dir(dir / "good")) continue;
+    bool used_train_folder = false;
+    d.categories.push_back(load_folder_category(dir, name, used_train_folder));
+    (used_train_folder ? train_folder : alternating).push_back(name);
+  }
+  auto joined = [](const std::vector<std::string>& names) {
+    std::string s;
+    for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  };
+  if (!train_folder.empty()) d.split_source = "train/good/ for shots, good/ for testing (" + joined(train_folder) + ")";
+  if (!alternating.empty())
+    d.split_source += (d.split_source.empty() ? "" : "; ") +
+                      std::string("good/ by name, 1st, 3rd, ... image for shots, 2nd, 4th, ... for testing (") +
+                      joined(alternating) + ")";
+  finish_dataset(d, options);
+  return d;
+}
+
 inline std::uint64_t fnv1a64(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (char c : s) {
@@ -606,6 +709,7 @@ inline Dataset load_dataset(const std::filesystem::path& root, DatasetLayout lay
     case DatasetLayout::MVTec: return detail::load_mvtec(root, options);
     case DatasetLayout::VisA: return detail::load_visa(root, options);
     case DatasetLayout::RealIAD: return detail::load_realiad(root, options);
+    case DatasetLayout::Folder: return detail::load_folder(root, options);
   }
   fail("unknown dataset layout");
 }

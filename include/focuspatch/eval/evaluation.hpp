@@ -6,7 +6,12 @@
 // given), then scored. Per-class setting: one bank per category and the category known, the
 // classic protocol. Metrics per category, then their mean: image AUROC / AP / F1-max, pixel
 // AUROC / AP / F1-max and AUPRO up to FPR 0.3. Maps are scored at the model's input resolution,
-// against masks resized to it with nearest-neighbour sampling (the common practice).
+// against masks resized to it with nearest-neighbour sampling (the common practice). Pixel metrics
+// use the images with pixel ground truth (normal images, anomalous images with a mask): a dataset
+// of the folder layout may leave a defect kind without masks, which CategoryResult lists; a
+// category none of whose anomalous images has a mask gets no pixel metrics (pixel_evaluated false,
+// the fields zero and meaningless), and the mean's pixel metrics average the categories that have them.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -35,6 +40,9 @@ struct CategoryResult {
   std::size_t test_images = 0, anomalous = 0, routed_correctly = 0;
   BinaryMetrics image, pixel;
   double aupro = 0.0;
+  bool pixel_evaluated = true;  // false: no anomalous image with a mask; pixel and aupro are not measured
+  std::size_t pixel_evaluated_categories = 0;     // the mean only: how many categories its pixel metrics average
+  std::vector<std::string> kinds_without_masks;  // defect kinds left out of the pixel metrics
   std::vector<std::filesystem::path> shots;
 };
 
@@ -125,6 +133,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     std::vector<double> scores;
     std::vector<std::uint8_t> labels;
     ProAccumulator pixels;
+    std::size_t masked_anomalous = 0;
     pixels.reserve(c.test.size() * static_cast<std::size_t>(res) * static_cast<std::size_t>(res));
     const std::size_t batch = static_cast<std::size_t>(detector.options().batch_size);
     for (std::size_t begin = 0; begin < c.test.size(); begin += batch) {
@@ -141,14 +150,19 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
         const TestImage& t = c.test[i];
         const Detection& d = detections[i - begin];
         std::vector<std::uint8_t> mask(static_cast<std::size_t>(res) * static_cast<std::size_t>(res), 0);
-        if (t.anomalous) {
+        if (!t.mask.empty()) {
           const Image m = load_image(t.mask.string(), options.images);
           const Image& img = images[i - begin];
           require(m.width == img.width && m.height == img.height, t.mask.string(), ": mask is ", m.width, "x", m.height, " but its image ",
                   t.image.string(), " is ", img.width, "x", img.height);
           mask = resized_mask(m, res);
         }
-        pixels.add(d.map.values, mask, res, res, t.image.string());
+        if (t.has_pixel_truth()) {
+          pixels.add(d.map.values, mask, res, res, t.image.string());
+          masked_anomalous += t.anomalous ? 1 : 0;
+        } else if (std::find(r.kinds_without_masks.begin(), r.kinds_without_masks.end(), t.defect) == r.kinds_without_masks.end()) {
+          r.kinds_without_masks.push_back(t.defect);
+        }
         scores.push_back(d.image_score);
         labels.push_back(t.anomalous ? 1 : 0);
         r.test_images++;
@@ -161,13 +175,19 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     }
     const std::string what = "category '" + c.name + "'";
     r.image = binary_metrics(scores, labels, what + " image scores");
-    r.pixel = pixels.pixel_sweep(what + " pixel scores").metrics();
-    r.aupro = pixels.aupro(options.aupro_limit, what + " AUPRO");
+    r.pixel_evaluated = masked_anomalous > 0;
+    if (r.pixel_evaluated) {
+      r.pixel = pixels.pixel_sweep(what + " pixel scores").metrics();
+      r.aupro = pixels.aupro(options.aupro_limit, what + " AUPRO");
+    }
   }
 
   CategoryResult& m = report.mean;
   m.name = "mean";
   const auto n = static_cast<double>(report.categories.size());
+  for (const auto& r : report.categories) m.pixel_evaluated_categories += r.pixel_evaluated ? 1 : 0;
+  m.pixel_evaluated = m.pixel_evaluated_categories > 0;
+  const auto n_pixel = static_cast<double>(std::max<std::size_t>(1, m.pixel_evaluated_categories));
   for (const auto& r : report.categories) {
     m.test_images += r.test_images;
     m.anomalous += r.anomalous;
@@ -175,10 +195,12 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     m.image.auroc += r.image.auroc / n;
     m.image.average_precision += r.image.average_precision / n;
     m.image.f1_max += r.image.f1_max / n;
-    m.pixel.auroc += r.pixel.auroc / n;
-    m.pixel.average_precision += r.pixel.average_precision / n;
-    m.pixel.f1_max += r.pixel.f1_max / n;
-    m.aupro += r.aupro / n;
+    for (const auto& kind : r.kinds_without_masks) m.kinds_without_masks.push_back(r.name + "/" + kind);
+    if (!r.pixel_evaluated) continue;
+    m.pixel.auroc += r.pixel.auroc / n_pixel;
+    m.pixel.average_precision += r.pixel.average_precision / n_pixel;
+    m.pixel.f1_max += r.pixel.f1_max / n_pixel;
+    m.aupro += r.aupro / n_pixel;
   }
   return report;
 }
