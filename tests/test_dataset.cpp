@@ -135,7 +135,7 @@ TEST_CASE("MVTec AD layout: errors name the path and the problem") {
   CHECK(contains(error_of([&] { (void)load_dataset(root / "file.txt", "mvtec"); }), "is not a directory"));
   CHECK(contains(error_of([&] { (void)load_dataset(root, "mvtec"); }), "no categories found for the mvtec layout"));
   CHECK(contains(error_of([&] { (void)load_dataset(root, "coco"); }),
-                 "unknown dataset layout 'coco' (known layouts: mvtec, visa, realiad)"));
+                 "unknown dataset layout 'coco' (known layouts: mvtec, visa, realiad, folder)"));
 
   SUBCASE("no train/good") {
     write(root / "pill" / "test" / "good" / "0.png");
@@ -447,4 +447,108 @@ TEST_CASE("few-shot sampling: deterministic, seed-dependent, without replacement
   std::set<std::vector<std::size_t>> pairs;
   for (std::uint64_t seed = 0; seed < 500; ++seed) pairs.insert(sample_indices(5, 2, seed));
   CHECK(pairs.size() == 10);
+}
+
+// ---- folder layout (users' own data) ------------------------------------------------------------
+
+TEST_CASE("folder layout: good/ dealt out alternately, defect kinds, optional masks") {
+  TempDir tmp;
+  const fs::path root = tmp.path();
+  // bracket: 5 normal images, no train/; a kind with masks (one named <stem>.png) and one without.
+  for (const char* f : {"e.png", "a.png", "c.jpg", "b.png", "d.png"}) write(root / "bracket" / "good" / f);
+  for (const char* f : {"s1.png", "s2.png"}) write(root / "bracket" / "scratch" / f);
+  write(root / "bracket" / "ground_truth" / "scratch" / "s1_mask.png");
+  write(root / "bracket" / "ground_truth" / "scratch" / "s2.png");
+  write(root / "bracket" / "dent" / "x.png");
+  write(root / "bracket" / ".cache" / "junk.png");  // hidden: not a kind
+  // gear: train/good/ holds the shots, so all of good/ is tested.
+  write(root / "gear" / "train" / "good" / "t0.png");
+  write(root / "gear" / "train" / "good" / "t1.png");
+  write(root / "gear" / "good" / "g0.png");
+  write(root / "gear" / "chip" / "c0.png");
+  write(root / "notes" / "readme.png");  // no good/: not a category
+
+  const Dataset d = load_dataset(root, "folder");
+  CHECK(d.layout == DatasetLayout::Folder);
+  REQUIRE(d.categories.size() == 2);
+  const Category& bracket = d.categories[0];
+  CHECK(bracket.name == "bracket");
+  // Sorted a b c d e: positions 0, 2, 4 train, 1, 3 test.
+  CHECK(names_relative(bracket.train_normal, root) ==
+        std::vector<std::string>{"bracket/good/a.png", "bracket/good/c.jpg", "bracket/good/e.png"});
+  REQUIRE(bracket.test.size() == 5);
+  CHECK(rel(bracket.test[0].image, root) == "bracket/dent/x.png");
+  CHECK(bracket.test[0].anomalous);
+  CHECK(bracket.test[0].defect == "dent");
+  CHECK(bracket.test[0].mask.empty());
+  CHECK_FALSE(bracket.test[0].has_pixel_truth());
+  CHECK(rel(bracket.test[1].image, root) == "bracket/good/b.png");
+  CHECK_FALSE(bracket.test[1].anomalous);
+  CHECK(bracket.test[1].has_pixel_truth());
+  CHECK(rel(bracket.test[2].image, root) == "bracket/good/d.png");
+  CHECK(rel(bracket.test[3].mask, root) == "bracket/ground_truth/scratch/s1_mask.png");
+  CHECK(rel(bracket.test[4].mask, root) == "bracket/ground_truth/scratch/s2.png");
+  CHECK(bracket.test[4].defect == "scratch");
+  CHECK(bracket.anomalous_test_count() == 3);
+
+  const Category& gear = d.category("gear");
+  CHECK(names_relative(gear.train_normal, root) == std::vector<std::string>{"gear/train/good/t0.png", "gear/train/good/t1.png"});
+  REQUIRE(gear.test.size() == 2);
+  CHECK(rel(gear.test[0].image, root) == "gear/chip/c0.png");
+  CHECK(rel(gear.test[1].image, root) == "gear/good/g0.png");
+  CHECK(contains(d.split_source, "train/good/ for shots, good/ for testing (gear)"));
+  CHECK(contains(d.split_source, "good/ by name, 1st, 3rd, ... image for shots, 2nd, 4th, ... for testing (bracket)"));
+}
+
+TEST_CASE("folder layout: unmatched masks and short folders are errors naming the file") {
+  TempDir tmp;
+  const fs::path root = tmp.path();
+  auto base = [&] {
+    write(root / "bracket" / "good" / "a.png");
+    write(root / "bracket" / "good" / "b.png");
+    write(root / "bracket" / "scratch" / "s1.png");
+  };
+  SUBCASE("a mask that matches no image") {
+    base();
+    write(root / "bracket" / "ground_truth" / "scratch" / "s1_mask.png");
+    write(root / "bracket" / "ground_truth" / "scratch" / "s9_mask.png");
+    const fs::path mask = root / "bracket" / "ground_truth" / "scratch" / "s9_mask.png";
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }), mask.string() + ": mask matches no image of " +
+                                                                              (root / "bracket" / "scratch").string()));
+  }
+  SUBCASE("an image of a masked kind without its mask") {
+    base();
+    write(root / "bracket" / "scratch" / "s2.png");
+    write(root / "bracket" / "ground_truth" / "scratch" / "s1_mask.png");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }),
+                   (root / "bracket" / "scratch" / "s2.png").string() + ": no mask for this image in " +
+                       (root / "bracket" / "ground_truth" / "scratch").string() + " (expected s2_mask.png)"));
+  }
+  SUBCASE("a mask folder of no defect folder") {
+    base();
+    write(root / "bracket" / "ground_truth" / "scrach" / "s1_mask.png");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }),
+                   (root / "bracket" / "ground_truth" / "scrach").string() + ": mask folder of no defect folder"));
+  }
+  SUBCASE("one normal image and no train/good") {
+    write(root / "bracket" / "good" / "a.png");
+    write(root / "bracket" / "scratch" / "s1.png");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }),
+                   (root / "bracket" / "good").string() + ": 1 normal image; at least 2 are needed"));
+  }
+  SUBCASE("no anomalous images") {
+    write(root / "bracket" / "good" / "a.png");
+    write(root / "bracket" / "good" / "b.png");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }), "has good/ but no folder of anomalous images"));
+  }
+  SUBCASE("train/ without good/") {
+    base();
+    fs::create_directories(root / "bracket" / "train");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }),
+                   (root / "bracket" / "train" / "good").string() + ": the normal training images of 'bracket' does not exist"));
+  }
+  SUBCASE("no category at all") {
+    write(root / "bracket" / "scratch" / "s1.png");
+    CHECK(contains(error_of([&] { (void)load_dataset(root, "folder"); }), "no categories found for the folder layout"));
+  }
 }

@@ -11,6 +11,7 @@
 #include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
 #include "common/device_option.hpp"
+#include "detect/detect_report.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/io/npy.hpp"
@@ -23,8 +24,10 @@ constexpr const char* kUsage = R"(usage: focuspatch-detect --weights FILE.fpw --
 
 Builds a memory bank from normal images (a few per category; one bank for all categories), then
 scores each image: the category it is routed to, an image score, the top anomaly keywords, and
-an anomaly map. Writes per image DIR/<name>_overlay.png (heat map over the image) and
-DIR/<name>_map.npy (float32 map at the image's size), and DIR/results.json.
+an anomaly map. Writes per image DIR/<name>_overlay.png (heat map over the image),
+DIR/<name>_map.npy (float32 map at the image's size) and DIR/<name>_image.png (a copy of the
+input for the report), DIR/results.json, and DIR/report.html (a page with every image, its heat
+map and score, that opens offline from DIR).
 
 options:
   --weights FILE       a .fpw file made by focuspatch-convert
@@ -95,6 +98,7 @@ int run(int argc, char** argv) {
     json::Writer w(1);
     w.begin_object().member("weights", args.get_or("weights", "")).member("device", device).key("images").begin_array();
     std::set<std::string> used_names;
+    tools::DetectReport report;
     for (const auto& path : images) {
       const Image image = load_image(path, image_options);
       const Detection d = detector.detect(std::span<const Image>(&image, 1)).front();
@@ -105,6 +109,12 @@ int run(int argc, char** argv) {
       const fs::path raw = fs::path(*out_dir) / (stem + "_map.npy");
       write_png(overlay.string(), overlay_heatmap(image, map, lo, hi));
       write_npy(raw.string(), {image.height, image.width}, map.values);
+      tools::html::ImageRow row;
+      row.label = path;
+      row.image = stem + "_image.png";
+      row.heat_map = overlay.filename().string();
+      write_png((fs::path(*out_dir) / row.image).string(), image);
+      report.add(path, d, std::move(row));
       w.begin_object().member("path", path).member("category", d.route.category).member("route_similarity", d.route.similarity);
       w.key("route_margin");  // null when the bank holds one category: there is no runner-up
       if (std::isfinite(d.route.margin)) w.value(d.route.margin); else w.null();
@@ -120,7 +130,11 @@ int run(int argc, char** argv) {
     std::ofstream f(results, std::ios::binary);
     f << w.str() << "\n";
     require(f.good(), results.string(), ": write failed");
-    std::cout << "wrote " << images.size() << " overlay(s), maps and " << results.string() << "\n";
+    const fs::path html_path = fs::path(*out_dir) / "report.html";
+    std::ofstream html_file(html_path, std::ios::binary);
+    html_file << report.render({"weights: " + args.get_or("weights", ""), "device: " + device});
+    require(html_file.good(), html_path.string(), ": write failed");
+    std::cout << "wrote " << images.size() << " overlay(s), maps, " << results.string() << " and " << html_path.string() << "\n";
     return 0;
   });
 }
