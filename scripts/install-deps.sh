@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages focuspatch builds and tests with, if any is missing.
 set -euo pipefail
-packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev)
+# chromium: tests/test_html_report opens report.html in it headless (the test skips without it).
+packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
