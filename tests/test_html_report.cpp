@@ -108,6 +108,19 @@ TEST_CASE("html report: calibrated fields render when present, and say so when a
   CHECK(count(page, "class=\"wrong\"") == 1);
   CHECK(test::contains(page, "(wrong: the image is normal)"));
   CHECK(count(page, ">normal</td>") == 2);  // the ground-truth cell of the normal images a and c
+  CHECK(count(page, "<th>ground truth</th>") == 1);
+
+  // Without labels or masks (as from detect) the section has no ground-truth column at all.
+  html::ImageRow unlabelled = uncalibrated;
+  unlabelled.truly_anomalous.reset();
+  html::Report d;
+  d.sections.push_back({"bottle", {}, {unlabelled}});
+  d.tables.push_back({"", {"image", "score", "verdict"}, {{"a.png", "0.5", "not calibrated"}, {"b.png", "n/a", "normal"}}});
+  const std::string detect_page = html::render_html(d);
+  CHECK(count(detect_page, "ground truth") == 0);
+  CHECK(count(detect_page, "no mask") == 0);
+  CHECK(test::contains(detect_page, "<tr><td>a.png</td><td class=\"num\">0.5</td><td>not calibrated</td></tr>"));
+  CHECK(test::contains(detect_page, "<tr><td>b.png</td><td class=\"num\">n/a</td><td>normal</td></tr>"));
 }
 
 TEST_CASE("html report: headless Chromium shows every image of a page built here") {

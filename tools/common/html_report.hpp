@@ -8,6 +8,7 @@
 //
 // Fields that depend on calibration (predicted mask, verdict, normalized score) are optional: a row
 // shows them when present and says "not calibrated" / leaves the cell empty when not.
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -106,6 +107,13 @@ table.images td{text-align:center}table.images img{width:192px;height:auto;image
 .muted{color:#777}.facts{margin:0;padding-left:1.2em}
 )";
 
+// Figures ("0.75", "-3", "61.1 ± 4.8", "n/a") are right-aligned, words left.
+inline bool looks_numeric(const std::string& cell) {
+  if (cell == "n/a") return true;
+  const std::size_t i = !cell.empty() && (cell[0] == '-' || cell[0] == '+') ? 1 : 0;
+  return i < cell.size() && cell[i] >= '0' && cell[i] <= '9';
+}
+
 inline void render_table(std::string& out, const Table& t) {
   out += "<table>";
   if (!t.caption.empty()) out += "<caption>" + escape(t.caption) + "</caption>";
@@ -115,7 +123,7 @@ inline void render_table(std::string& out, const Table& t) {
   for (const auto& row : t.rows) {
     out += "<tr>";
     for (std::size_t i = 0; i < row.size(); ++i)
-      out += (i > 0 ? "<td class=\"num\">" : "<td>") + escape(row[i]) + "</td>";  // first column names, the rest are figures
+      out += (i > 0 && looks_numeric(row[i]) ? "<td class=\"num\">" : "<td>") + escape(row[i]) + "</td>";
     out += "</tr>\n";
   }
   out += "</tbody></table>\n";
@@ -127,14 +135,15 @@ inline std::string image_cell(const std::optional<std::string>& path, std::strin
          "\"></a></td>";
 }
 
-inline void render_row(std::string& out, const ImageRow& r) {
+inline void render_row(std::string& out, const ImageRow& r, bool ground_truth_column) {
   const bool wrong = r.anomalous_verdict && r.truly_anomalous && *r.anomalous_verdict != *r.truly_anomalous;
   out += wrong ? "<tr class=\"wrong\">" : "<tr>";
   out += "<td style=\"text-align:left\">" + escape(r.label);
   if (!r.details.empty()) out += "<br><span class=\"muted\">" + escape(r.details) + "</span>";
   out += "</td>";
   out += image_cell(r.image, "image " + r.label, "");
-  out += image_cell(r.ground_truth, "ground truth " + r.label, r.truly_anomalous && !*r.truly_anomalous ? "normal" : "no mask");
+  if (ground_truth_column)
+    out += image_cell(r.ground_truth, "ground truth " + r.label, r.truly_anomalous && !*r.truly_anomalous ? "normal" : "no mask");
   out += image_cell(r.heat_map, "heat map " + r.label, "");
   out += image_cell(r.predicted_mask, "predicted mask " + r.label, "not calibrated");
   out += "<td class=\"num\">" + format_number(r.score);
@@ -164,9 +173,13 @@ inline std::string render_html(const Report& report) {
     out += "<h2>" + escape(s.title) + "</h2>\n";
     for (const auto& n : s.notes) out += "<p class=\"note\">" + escape(n) + "</p>\n";
     if (s.rows.empty()) continue;
-    out += "<table class=\"images\"><thead><tr><th>name</th><th>image</th><th>ground truth</th><th>heat map</th>"
-           "<th>predicted mask</th><th>score</th><th>verdict</th></tr></thead><tbody>\n";
-    for (const auto& r : s.rows) detail::render_row(out, r);
+    // Without labels or masks (detect), a ground-truth column would only say "no mask" on every row.
+    const bool ground_truth_column =
+        std::any_of(s.rows.begin(), s.rows.end(), [](const ImageRow& r) { return r.ground_truth || r.truly_anomalous; });
+    out += "<table class=\"images\"><thead><tr><th>name</th><th>image</th>";
+    if (ground_truth_column) out += "<th>ground truth</th>";
+    out += "<th>heat map</th><th>predicted mask</th><th>score</th><th>verdict</th></tr></thead><tbody>\n";
+    for (const auto& r : s.rows) detail::render_row(out, r, ground_truth_column);
     out += "</tbody></table>\n";
   }
   out += "</body></html>\n";
