@@ -119,4 +119,15 @@ inline PageCheck check_page_in_browser(const std::string& browser, const std::fi
   return result;
 }
 
+// One line for a failure message: what was found, then the browser's own output.
+inline std::string summary(const PageCheck& c) {
+  std::string s = "loaded " + std::to_string(c.loaded) + ", images " + std::to_string(c.images) + ", broken:";
+  for (const auto& b : c.broken) s += " " + b;
+  s += ", errors:";
+  for (const auto& e : c.errors) s += " " + e;
+  s += ", external:";
+  for (const auto& e : c.external) s += " " + e;
+  return s + "\n" + c.log;
+}
+
 }  // namespace focuspatch::test

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 
+#include "browser_support.hpp"
 #include "cli_support.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/image.hpp"
@@ -43,6 +44,18 @@ TEST_CASE("focuspatch-detect writes overlays, maps and scores, and reuses a save
   };
   const json::Value first = run(normals, (tmp / "a").string());
   REQUIRE(fs::exists(bank));
+  // report.html shows both images and their heat maps in a headless browser (skipped without one).
+  if (const auto browser = test::find_browser()) {
+    const test::PageCheck page = test::check_page_in_browser(*browser, tmp / "a" / "report.html", tmp.path());
+    INFO(test::summary(page));
+    REQUIRE(page.loaded);
+    CHECK(page.images == 2 * 2);
+    CHECK(page.broken.empty());
+    CHECK(page.errors.empty());
+    CHECK(page.external.empty());
+  } else {
+    MESSAGE(test::browser_missing_message());
+  }
   const auto& list = first.at("images");
   REQUIRE(list.size() == 2);
   CHECK(list[0].at("category").as_string() == "capsule");  // routed from the normal folders' names

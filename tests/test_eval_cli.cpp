@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "browser_support.hpp"
 #include "cli_support.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/json.hpp"
@@ -230,4 +231,34 @@ TEST_CASE("focuspatch-eval --layout folder: pixel metrics n/a without masks, and
     CHECK(bad.status == 1);
     CHECK(test::contains(bad.output, (root / "weave" / "ground_truth" / "hole" / "999_mask.png").string() + ": mask matches no image"));
   }
+}
+
+TEST_CASE("focuspatch-eval report.html opens offline, from a moved folder, with every image") {
+  if (!test::have_shared_vocab()) {
+    MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent");
+    return;
+  }
+  const auto browser = test::find_browser();
+  if (!browser) {
+    MESSAGE(test::browser_missing_message());
+    return;
+  }
+  Fixture f;
+  const fs::path out = f.tmp / "eval";
+  const auto r = test::run_tool("focuspatch-eval", "--weights " + f.weights + " --data " + f.data + " --shots 2 --overlays 2 --quiet --out " + out.string(),
+                                f.tmp / "log");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  // Moved elsewhere, the folder still holds everything the page shows.
+  const fs::path moved = f.tmp / "moved";
+  fs::copy(out, moved, fs::copy_options::recursive);
+  fs::remove_all(out);
+  const test::PageCheck c = test::check_page_in_browser(*browser, moved / "report.html", f.tmp.path());
+  INFO(test::summary(c));
+  REQUIRE(c.loaded);
+  // Per category 2 anomalous rows (image, ground truth, heat map) and 2 normal rows (image, heat map).
+  CHECK(c.images == 2 * (2 * 3 + 2 * 2));
+  CHECK(c.broken.empty());
+  CHECK(c.errors.empty());
+  CHECK(c.external.empty());
 }

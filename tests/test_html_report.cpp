@@ -1,7 +1,7 @@
-// report.html (tools/common/html_report.hpp): escaping, links, the optional calibrated fields, and
-// the pages focuspatch-eval and focuspatch-detect write, opened in headless Chromium: every image
-// must load (naturalWidth > 0), no error event may fire, nothing may be fetched from the network,
-// also after the output folder is copied elsewhere.
+// report.html (tools/common/html_report.hpp): escaping, links, the optional calibrated fields, and a
+// page opened in headless Chromium: every image must load (naturalWidth > 0), no error event may
+// fire, nothing may be fetched from the network. The pages the eval and detect programs
+// write are opened the same way in test_eval_cli and test_detect_cli.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,7 +12,6 @@
 #include "browser_support.hpp"
 #include "cli_support.hpp"
 #include "common/html_report.hpp"
-#include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/image.hpp"
 #include "test_paths.hpp"
 
@@ -36,15 +35,6 @@ Image solid(int w, int h, std::uint8_t r, std::uint8_t g, std::uint8_t b) {
   return img;
 }
 
-std::string check_summary(const test::PageCheck& c) {
-  std::string s = "loaded " + std::to_string(c.loaded) + ", images " + std::to_string(c.images) + ", broken:";
-  for (const auto& b : c.broken) s += " " + b;
-  s += ", errors:";
-  for (const auto& e : c.errors) s += " " + e;
-  s += ", external:";
-  for (const auto& e : c.external) s += " " + e;
-  return s + "\n" + c.log;
-}
 
 }  // namespace
 
@@ -144,7 +134,7 @@ TEST_CASE("html report: headless Chromium shows every image of a page built here
   r.sections.push_back({"c", {}, {row}});
   test::write_all(dir / "report.html", html::render_html(r));
   const test::PageCheck ok = test::check_page_in_browser(*browser, dir / "report.html", tmp.path());
-  INFO(check_summary(ok));
+  INFO(test::summary(ok));
   REQUIRE(ok.loaded);
   CHECK(ok.images == 3);
   CHECK(ok.broken.empty());
@@ -156,70 +146,8 @@ TEST_CASE("html report: headless Chromium shows every image of a page built here
   r.sections = {{"c", {}, {row}}};
   test::write_all(dir / "broken.html", html::render_html(r));
   const test::PageCheck bad = test::check_page_in_browser(*browser, dir / "broken.html", tmp.path());
-  INFO(check_summary(bad));
+  INFO(test::summary(bad));
   REQUIRE(bad.loaded);
   CHECK(bad.broken == std::vector<std::string>{"missing.png"});
   CHECK(bad.errors.size() == 1);
-}
-
-TEST_CASE("html report: focuspatch-eval and focuspatch-detect pages open offline with every image") {
-  if (!test::have_shared_vocab()) {
-    MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent");
-    return;
-  }
-  const auto browser = test::find_browser();
-  if (!browser) {
-    MESSAGE(test::browser_missing_message());
-    return;
-  }
-  test::TempDir tmp("test_html_report_tools");
-  SyntheticDatasetOptions o;
-  o.image_size = 64;
-  o.train_good = 3;
-  o.test_good = 2;
-  o.test_per_defect = 1;
-  o.categories = {"washer", "weave"};
-  const fs::path data = tmp / "data";
-  write_synthetic_dataset(data.string(), o);
-  const std::string weights = (tmp / "tiny.fpw").string();
-  REQUIRE(test::run_tool("focuspatch-convert", "--random tiny --seed 3 --vocab " + test::shared_vocab_path().string() + " -o " + weights,
-                         tmp / "log")
-              .status == 0);
-
-  SUBCASE("eval") {
-    const fs::path out = tmp / "eval";
-    const auto r = test::run_tool("focuspatch-eval", "--weights " + weights + " --data " + data.string() + " --shots 2 --overlays 2 --quiet --out " +
-                                      out.string(),
-                                  tmp / "log");
-    INFO(r.output);
-    REQUIRE(r.status == 0);
-    // Moved elsewhere, the folder still holds everything the page shows.
-    const fs::path moved = tmp / "moved_eval";
-    fs::copy(out, moved, fs::copy_options::recursive);
-    fs::remove_all(out);
-    const test::PageCheck c = test::check_page_in_browser(*browser, moved / "report.html", tmp.path());
-    INFO(check_summary(c));
-    REQUIRE(c.loaded);
-    // Per category 2 anomalous rows (image, ground truth, heat map) and 2 normal rows (image, heat map).
-    CHECK(c.images == 2 * (2 * 3 + 2 * 2));
-    CHECK(c.broken.empty());
-    CHECK(c.errors.empty());
-    CHECK(c.external.empty());
-  }
-  SUBCASE("detect") {
-    const fs::path out = tmp / "detect";
-    const auto r = test::run_tool("focuspatch-detect", "--weights " + weights + " --normal washer=" + (data / "washer/train/good").string() +
-                                      " --image " + (data / "washer/test/good").string() + " --image " +
-                                      (data / "washer/test/scratch/000.png").string() + " --out " + out.string(),
-                                  tmp / "log");
-    INFO(r.output);
-    REQUIRE(r.status == 0);
-    const test::PageCheck c = test::check_page_in_browser(*browser, out / "report.html", tmp.path());
-    INFO(check_summary(c));
-    REQUIRE(c.loaded);
-    CHECK(c.images == 3 * 2);  // three images: the input and its heat map each
-    CHECK(c.broken.empty());
-    CHECK(c.errors.empty());
-    CHECK(c.external.empty());
-  }
 }
