@@ -345,8 +345,8 @@ inline void make_tree(const std::filesystem::path& root, std::string_view listin
 }  // namespace detail
 
 // The first byte picks what the rest is: 0 VisA split_csv/1cls.csv, 1 a Real-IAD category json,
-// 2 VisA image_anno.csv beside a valid split, 3 a listing of files from which an MVTec and a VisA
-// folder tree are made. Paths read from the split files resolve inside the scratch trees.
+// 2 VisA image_anno.csv beside a valid split, 3 a listing of files from which a folder tree is
+// made and read as MVTec, VisA and the folder layout. Paths read from the split files resolve inside the scratch trees.
 inline void dataset(Bytes input) {
   if (input.empty()) return;
   const auto& roots = detail::dataset_roots();
@@ -378,7 +378,7 @@ inline void dataset(Bytes input) {
         }
       } cleanup{tree};
       std::size_t found = 0;
-      for (const char* layout : {"mvtec", "visa"}) {
+      for (const char* layout : {"mvtec", "visa", "folder"}) {
         try {
           found += eval::load_dataset(tree, layout).categories.size();
         } catch (const Error&) {

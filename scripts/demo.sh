@@ -33,4 +33,5 @@ echo "== 4/4 detection on two images, memory bank saved for reuse"
 echo
 echo "table:    $demo/eval/results.md"
 echo "overlays: $demo/eval/overlays/ and $demo/detect/"
+echo "report:   $demo/eval/report.html and $demo/detect/report.html (open in a browser, works offline)"
 echo "note: random weights; the numbers show the pipeline runs end to end, not how well FocusPatch detects."
