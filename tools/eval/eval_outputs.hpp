@@ -123,7 +123,7 @@ inline html::ImageRow eval_report_row(const fs::path& out_dir, const std::string
   const fs::path dir = out_dir / "report" / category;
   fs::create_directories(dir);
   html::ImageRow row;
-  row.label = t.image.filename().string();
+  row.label = (t.image.parent_path().filename() / t.image.filename()).generic_string();  // e.g. scratch/000.png
   row.details = (t.anomalous ? "defect: " + t.defect : std::string("normal")) + ", routed to: " + d.route.category;
   row.image = (fs::path("report") / category / (name + "_image.png")).generic_string();
   write_png((out_dir / row.image).string(), image);
