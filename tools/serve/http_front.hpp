@@ -49,9 +49,12 @@ class HttpFront {
       }
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    server_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
-      const std::string reason = res.status == 413 ? "the request body is larger than the server's limit (--max-body-bytes)"
+      // cpp-httplib caps form-encoded bodies (curl -d's default type) at 8 KiB whatever the limit.
+      const bool form = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded";
+      const std::string reason = res.status == 413 && form ? "form-encoded bodies are limited to 8 KiB; send Content-Type: application/json"
+                                 : res.status == 413 ? "the request body is larger than the server's limit (--max-body-bytes)"
                                  : res.status == 404 ? "no such endpoint"
                                  : res.status == 405 ? "method not allowed"
                                                      : "bad request";

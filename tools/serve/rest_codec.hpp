@@ -22,7 +22,7 @@
 namespace focuspatch::serve {
 
 inline constexpr const char* kBinaryHeader = "Inference-Header-Content-Length";
-inline constexpr std::size_t kMaxJsonValues = 1 << 20;
+inline constexpr std::size_t kMaxJsonValues = 1 << 16;  // a request of 256 base64 images needs ~30
 
 namespace rest_detail {
 
