@@ -8,6 +8,9 @@
 // client that vanishes costs its connection's thread only until the write fails. Connections are
 // served by a fixed pool of threads, each blocked on one request at a time.
 #include <httplib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <chrono>
@@ -36,6 +39,15 @@ class HttpFront {
     const std::size_t threads = options_.threads;
     server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     server_.set_payload_max_length(options_.max_body_bytes);
+    server_.set_socket_options([](int sock) {
+      int yes = 1;
+      // SO_REUSEADDR, not cpp-httplib's default SO_REUSEPORT: a second server started on a port
+      // in use must fail, not silently share the port. TCP_NODELAY (inherited by accepted
+      // sockets): the header and body of a response are separate writes, and Nagle's algorithm
+      // would hold the body until the client's delayed ACK, 40 ms per request.
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
+    });
     server_.set_read_timeout(options_.read_timeout_s, 0);
     server_.set_write_timeout(options_.read_timeout_s, 0);
     server_.set_keep_alive_timeout(options_.read_timeout_s);
