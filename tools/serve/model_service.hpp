@@ -6,6 +6,9 @@
 // Reloading the bank builds a complete new detector beside the serving one and swaps a pointer
 // between two forward passes: requests queued meanwhile wait as usual and are served by the old
 // bank until the swap, then by the new one; a bank that fails to load leaves the old one serving.
+// The file is read while passes run; the new detector's preparation (keyword embeddings from the
+// text tower, on a GPU the bank's upload) runs between two passes, because a backend need not
+// allow two model calls at once on one device.
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -51,7 +54,11 @@ class ModelService {
         metadata_(model_metadata(options_.model_name)) {
     reload();  // throws when the bank is unusable: the server does not start without a model
     queue_ = std::make_unique<BatchQueue<Image, Detection>>(
-        options_.batch, [this](std::vector<Image>& images) { return current()->detect(std::span<const Image>(images), workspace_); },
+        options_.batch,
+        [this](std::vector<Image>& images) {
+          std::lock_guard pass(forward_mutex_);
+          return current()->detect(std::span<const Image>(images), workspace_);
+        },
         [this](std::size_t n, double s) { metrics_.observe_batch(n, s); });
     ready_ = true;
   }
@@ -65,7 +72,10 @@ class ModelService {
       configure_(*detector);
       detector->set_memory(MemoryBank::load(options_.memory_path, DetectorType::weights_id(model_)));
       require(!detector->memory().empty(), options_.memory_path, ": the memory bank holds no category");
-      detector->prepare();
+      {
+        std::lock_guard pass(forward_mutex_);
+        detector->prepare();
+      }
       categories_ = detector->memory().categories().size();
       std::lock_guard swap(current_mutex_);
       current_ = std::move(detector);
@@ -145,6 +155,7 @@ class ModelService {
   ModelMetadata metadata_;
   Metrics metrics_;
   std::mutex reload_mutex_, log_mutex_;
+  std::mutex forward_mutex_;  // one model call at a time: a forward pass or a reload's preparation
   mutable std::mutex current_mutex_;
   std::shared_ptr<const DetectorType> current_;
   std::atomic<std::size_t> categories_{0};

@@ -40,7 +40,7 @@ inline ModelMetadata model_metadata(const std::string& name) {
   return {name, "1", "focuspatch", {{kImageInput, "BYTES", {-1}}}, model_outputs()};
 }
 
-inline const char* kModelDescription =
+inline constexpr const char* kModelDescription =
     "input 'image': BYTES [N] (or [N,1]), each element one encoded image file (PNG, JPEG, BMP, ...); base64 text in JSON "
     "'data', raw bytes with the binary-data extension or gRPC. Outputs score FP32 [N], category BYTES [N], top_keyword BYTES "
     "[N], and anomaly_map FP32 [N,H,W] when the request parameter anomaly_map is true or the output is named. "
