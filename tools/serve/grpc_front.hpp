@@ -129,8 +129,13 @@ class GrpcFront final : public inference::GRPCInferenceService::Service {
   GrpcFront(ServedModel& service, std::string server_version) : model_(service), version_(std::move(server_version)) {}
 
   // Starts serving on host:port (0: any free port); returns the port bound, or throws.
-  int start(const std::string& host, int port, std::size_t max_message_bytes) {
+  // max_threads bounds the threads the synchronous server runs calls on (each call in ModelInfer
+  // holds one while its images wait); calls beyond it are refused with RESOURCE_EXHAUSTED.
+  int start(const std::string& host, int port, std::size_t max_message_bytes, int max_threads) {
     grpc::ServerBuilder builder;
+    grpc::ResourceQuota quota("focuspatch-serve");
+    quota.SetMaxThreads(max_threads);
+    builder.SetResourceQuota(quota);
     int bound = 0;
     builder.AddListeningPort(host + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound);
     builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<std::size_t>(max_message_bytes, 0x7fffffff)));

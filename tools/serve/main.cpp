@@ -46,6 +46,7 @@ options:
   --max-body-bytes B    largest request body / gRPC message (default 67108864)
   --max-image-pixels P  refuse larger images before decoding them (default 100000000)
   --http-threads N      HTTP connections served at once (default 32)
+  --grpc-threads N      gRPC calls served at once (default 64)
   --read-timeout-s S    drop an HTTP client silent for S seconds (default 5)
   --quiet               no log line per inference request
   --prompts FILE, --text-weight W, --no-value-value, --suppress-background
@@ -71,7 +72,7 @@ int run(int argc, char** argv) {
 
   const cli::Args args(argc, argv,
                        {"weights", "memory", "model-name", "host", "http-port", "grpc-port", "max-batch", "max-delay-ms", "max-queue",
-                        "max-body-bytes", "http-threads", "read-timeout-s", "prompts", "text-weight", cli::kMaxImagePixelsOption,
+                        "max-body-bytes", "http-threads", "grpc-threads", "read-timeout-s", "prompts", "text-weight", cli::kMaxImagePixelsOption,
                         cli::kDeviceOption, cli::kPrecisionOption},
                        {"no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
@@ -95,6 +96,7 @@ int run(int argc, char** argv) {
   http_options.threads = static_cast<std::size_t>(args.get_int("http-threads", 1, 1024).value_or(32));
   http_options.read_timeout_s = static_cast<int>(args.get_int("read-timeout-s", 1, 3600).value_or(5));
   const int grpc_port = static_cast<int>(args.get_int("grpc-port", 0, 65535).value_or(8001));
+  const int grpc_threads = static_cast<int>(args.get_int("grpc-threads", 2, 4096).value_or(64));
 
   return cli::with_device(args, args.get_or("weights", ""), [&](auto backend) {
     using Backend = decltype(backend);
@@ -105,7 +107,7 @@ int run(int argc, char** argv) {
     serve::HttpFront<Service> http(service, http_options, FOCUSPATCH_SERVE_VERSION);
     const int http_port = http.bind();
     serve::GrpcFront<Service> grpc(service, FOCUSPATCH_SERVE_VERSION);
-    const int bound_grpc = grpc.start(http_options.host, grpc_port, http_options.max_body_bytes);
+    const int bound_grpc = grpc.start(http_options.host, grpc_port, http_options.max_body_bytes, grpc_threads);
     std::thread http_thread([&] { http.serve(); });
     http.wait_until_serving();
     std::cerr << "focuspatch-serve: model '" << service_options.model_name << "' (" << service.categories() << " categories, "
