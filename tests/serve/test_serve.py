@@ -49,6 +49,9 @@ if not shutil.which("curl"):
     skip("curl is missing")
 if not os.path.exists(os.path.join(TOOLS, "focuspatch-serve")):
     skip("focuspatch-serve was not built (cpp-httplib or gRPC missing at configure time)")
+for program in ("focuspatch-convert", "focuspatch-synth", "focuspatch-detect"):
+    if not os.path.exists(os.path.join(TOOLS, program)):
+        skip(program + " was not built (the test makes its weights, images and bank with it)")
 if not os.path.exists(VOCAB):
     skip(VOCAB + " is absent")
 
@@ -238,6 +241,10 @@ try:
     check(out["anomaly_map"]["shape"] == [len(files), 48, 48], "anomaly_map is FP32 [N, H, W] at the images' size")
     check(np.array_equal(maps, ref_maps), "anomaly maps equal focuspatch-detect's .npy maps exactly (max diff %g)"
           % float(np.abs(maps - ref_maps).max()))
+    r = requests.post(h + "/v2/models/focuspatch/infer", timeout=60, json={"inputs": [
+        {"name": "image", "datatype": "BYTES", "shape": [2, 1], "data": [[base64.b64encode(b).decode()] for b in files[:2]]}]})
+    check(r.status_code == 200 and outputs_of(r.json())["score"]["data"] == [x["score"] for x in reference[:2]],
+          "shape [N, 1] with nested JSON data, as Triton's clients send it")
     r = infer(main, files[:1], outputs=[{"name": "category"}])
     check(r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == ["category"], "named outputs only")
 
