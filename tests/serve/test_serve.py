@@ -354,6 +354,7 @@ try:
                                                    raw=True), 400, "past the body"),
         ("timeout parameter not an integer", lambda: post(json_request(files[:1], parameters={"timeout": "soon"})), 400, "timeout"),
         ("mixed sizes with anomaly_map", lambda: post(json_request([files[0], open(path("data", "capsule", "train", "good", "000.png"), "rb").read(), png(np.zeros((40, 40, 3), np.uint8))], parameters={"anomaly_map": True})), 400, "one size"),
+        ("a newline in the id", lambda: post(json_request([b"x"], id="a\nforged log line")), 400, "image 0"),
         ("wrong model", lambda: requests.post(h + "/v2/models/other/infer", json=json_request(files[:1]), timeout=30), 404, "no model"),
     ]
     for what, send, status, words in hostile:
@@ -478,6 +479,7 @@ try:
     infer_lines = [l for l in log.splitlines() if " infer " in l]
     http_infers = sum(1 for l in infer_lines if l.startswith("http infer"))
     check(len(infer_lines) == sum(1 for l in log.splitlines() if "infer" in l), "one log line per inference request, none for probes")
+    check("forged" not in log.replace("id=a?forged", ""), "a client's newline cannot forge a log line")
     check(metric(main, "focuspatch_bank_reloads_total{result=\"ok\"}") == 4.0, "metrics count 4 good reloads (start, SIGHUP, 2 calls)")
     check(metric(main, "focuspatch_bank_reloads_total{result=\"failed\"}") == 2.0, "metrics count 2 failed reloads")
     check(http_infers > 0, "http inference requests are logged")

@@ -135,8 +135,12 @@ class ModelService {
     if (!options_.log_requests) return;
     char line[160];
     std::snprintf(line, sizeof line, "%s infer %s images=%zu %.1fms", protocol, status.c_str(), images, seconds * 1000);
+    std::string text = line + (id.empty() ? "" : " id=" + id.substr(0, 64)) + (error.empty() ? "" : ": " + error.substr(0, 300));
+    // Ids and messages quote what clients sent: a newline in them must not forge a second line.
+    for (char& c : text)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
     std::lock_guard lock(log_mutex_);
-    std::cerr << line << (id.empty() ? "" : " id=" + id.substr(0, 64)) << (error.empty() ? "" : ": " + error.substr(0, 300)) << "\n";
+    std::cerr << text << "\n";
   }
 
   // Stops taking requests into the queue and finishes the queued ones (after the fronts stopped).
