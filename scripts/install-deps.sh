@@ -3,6 +3,9 @@
 set -euo pipefail
 # chromium: tests/test_html_report opens report.html in it headless (the test skips without it).
 packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
+# focuspatch-serve (HTTP, gRPC) and its tests, which drive it with real clients
+packages+=(libcpp-httplib-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  curl python3-requests python3-grpcio python3-grpc-tools python3-numpy)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -106,10 +106,15 @@ class DetectorSetup {
     }
     if (auto b = args.get_int("shots-per-batch", 1, 256)) options.batch_size = static_cast<int>(*b);
     detector_ = std::make_unique<Detector<Backend>>(*model_, options);
+    set_prompt_bank_from(args, *detector_);
+  }
+  // The keyword prompt bank --prompts names, else the built-in one; also for further detectors
+  // over the same model (focuspatch-serve builds one per memory bank reload).
+  static void set_prompt_bank_from(const cli::Args& args, Detector<Backend>& detector) {
     if (auto path = args.get("prompts")) {
-      detector_->set_prompt_bank(load_prompt_bank(*path));
+      detector.set_prompt_bank(load_prompt_bank(*path));
     } else {
-      detector_->set_prompt_bank(parse_prompt_bank(kDefaultPromptBank, "built-in unified_keywords.txt"), /*stored_first=*/true);
+      detector.set_prompt_bank(parse_prompt_bank(kDefaultPromptBank, "built-in unified_keywords.txt"), /*stored_first=*/true);
     }
   }
   Detector<Backend>& detector() { return *detector_; }
