@@ -70,9 +70,10 @@ TEST_CASE("the image threshold is the ceil((1 - a)(n + 1))-th smallest normal sc
 
 TEST_CASE("the normalized score is 0 at the normal level, 0.5 at the threshold and monotone") {
   // level 0.2, threshold 0.6: z = (s - 0.2) / 0.4.
-  CHECK(normalized_score(0.2, 0.2, 0.6) == 0.0);
-  CHECK(normalized_score(0.0, 0.2, 0.6) == 0.0);
-  CHECK(normalized_score(0.4, 0.2, 0.6) == doctest::Approx(0.25));        // z = 0.5 -> z / 2
+  CHECK(normalized_score(0.2, 0.2, 0.6) == doctest::Approx(0.5 / std::exp(1.0)));  // z = 0 -> e^-1 / 2 = 0.184
+  CHECK(normalized_score(0.0, 0.2, 0.6) == doctest::Approx(0.5 * std::exp(-1.5)));  // z = -0.5
+  CHECK(normalized_score(0.4, 0.2, 0.6) == doctest::Approx(0.5 * std::exp(-0.5)));  // z = 0.5
+  CHECK(normalized_score(-50.0, 0.2, 0.6) > 0.0);
   CHECK(normalized_score(0.6, 0.2, 0.6) == doctest::Approx(0.5));
   CHECK(normalized_score(1.0, 0.2, 0.6) == doctest::Approx(0.75));        // z = 2 -> 1 - 1 / 4
   CHECK(normalized_score(1.4, 0.2, 0.6) == doctest::Approx(1.0 - 1.0 / 6));  // z = 3
@@ -80,12 +81,14 @@ TEST_CASE("the normalized score is 0 at the normal level, 0.5 at the threshold a
   for (int i = -100; i < 500; ++i) {
     const double s = i / 100.0;
     const double n = normalized_score(s, 0.2, 0.6);
-    CHECK(n >= previous);
+    CHECK(n > previous);
     CHECK(n < 1.0);
     if (i != 60) CHECK((n > 0.5) == (s > 0.6));
     previous = n;
   }
   // Threshold not above the level: a spread of 1e-6 * max(1, |t|) keeps 0.5 at the threshold.
+  CHECK(normalized_score(0.6 + 1e-9, 0.2, 0.6) > 0.5);
+  CHECK(normalized_score(0.6 - 1e-9, 0.2, 0.6) < 0.5);
   CHECK(normalized_score(0.5, 0.5, 0.5) == doctest::Approx(0.5));
   CHECK(normalized_score(0.5 + 1e-6, 0.5, 0.5) == doctest::Approx(0.75));
   CHECK(normalized_score(0.3, 0.9, 0.3) == doctest::Approx(0.5));

@@ -24,11 +24,12 @@
 // Normal levels: the median calibration image score and the median normal pixel value. They anchor
 // the normalized score (below) and the cold end of the overlays' colour scale.
 //
-// Normalized score (0.5 = the threshold, monotone, in [0, 1)): with z = (s - level) / (t - level),
-//     n(s) = 0 for z <= 0,   z / 2 for 0 < z <= 1,   1 - 1 / (2 z) for z > 1,
+// Normalized score (0.5 = the threshold, strictly increasing, in (0, 1)): with
+// z = (s - level) / (t - level),
+//     n(s) = exp(z - 1) / 2 for z <= 1,   1 - 1 / (2 z) for z > 1,
 // continuous with a continuous slope at z = 1 (1/2 on both sides), so n > 0.5 exactly when the
-// raw score is above the threshold. The normal level scores 0 and twice the threshold's distance
-// above the level scores 0.75. When the threshold is not above the level (all calibration scores
+// raw score is above the threshold. The normal level scores 1 / (2e) = 0.18, scores far below it
+// approach 0, and twice the threshold's distance above the level scores 0.75. When the threshold is not above the level (all calibration scores
 // equal, or a --threshold set below it) the spread t - level is taken as 1e-6 * max(1, |t|).
 #include <algorithm>
 #include <cmath>
@@ -105,8 +106,7 @@ inline double normalized_score(double score, double normal_level, double thresho
   const double spread_floor = 1e-6 * std::max(1.0, std::abs(threshold));
   const double spread = std::max(threshold - normal_level, spread_floor);
   const double z = (score - (threshold - spread)) / spread;
-  if (z <= 0.0) return 0.0;
-  if (z <= 1.0) return 0.5 * z;
+  if (z <= 1.0) return 0.5 * std::exp(z - 1.0);
   return 1.0 - 0.5 / z;
 }
 
