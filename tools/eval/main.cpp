@@ -11,6 +11,7 @@
 #include "common/cli_args.hpp"
 #include "common/image_options.hpp"
 #include "common/detector_setup.hpp"
+#include "common/decision_output.hpp"
 #include "common/device_option.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/eval/evaluation.hpp"
@@ -26,8 +27,12 @@ constexpr const char* kUsage = R"(usage: focuspatch-eval --weights FILE.fpw --da
 Unified multi-class few-shot evaluation: K normal training images of every category go into one
 memory bank and each test image is routed to its category by the detector (the category is not
 given). With --per-class, the classic setting: one bank per category, category known.
-Writes DIR/results.md (table), DIR/results.json (metrics and every image's score) and a few
-heat-map overlays per category in DIR/overlays/.
+Each category is calibrated on its normal training images that are not among the shots (never the
+test split; leave-one-shot-out when none remain and K >= 2), and the operating point at those
+thresholds is reported besides the threshold-free metrics: image precision, recall, F1 and the
+false-alarm rate on test/good; pixel precision, recall and IoU.
+Writes DIR/results.md (tables), DIR/results.json (metrics, calibrations, every image's score and
+verdict) and a few overlays per category in DIR/overlays/.
 
 options:
   --weights FILE       a .fpw file made by focuspatch-convert
@@ -39,6 +44,10 @@ options:
   --per-class          one memory bank per category, category known
   --out DIR            output folder (created)
   --overlays N         overlays written per category (default 3; 0 for none)
+  --false-alarm-rate A target share of normal images called anomalous (default 0.01)
+  --pixel-false-alarm-rate A  share of normal pixels above the pixel threshold (default 0.001)
+  --calibration-images N  at most N calibration images per category, drawn from those left
+                       after the shots (default: all of them)
   --prompts FILE       the keyword prompt bank (default: stored in the weights, else built in)
   --text-weight W      weight of the text branch in the fused map and the image score (default
                        0.5; 0 = visual memory only, 1 = keyword prompts only)
@@ -73,6 +82,27 @@ std::string percent(double v) {
   return buf;
 }
 
+std::string percent_or_dash(double v) { return std::isfinite(v) ? percent(v) : "-"; }
+
+std::string operating_table(const eval::EvaluationReport& r) {
+  std::string s = "| category | calibration | images | I-threshold | I-precision | I-recall | I-F1 | false alarms (good) | P-threshold | "
+                  "P-precision | P-recall | P-IoU |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  auto number = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return std::isfinite(v) ? std::string(buf) : std::string("-");
+  };
+  auto row = [&](const eval::CategoryResult& c, bool mean) {
+    s += "| " + c.name + " | " + (mean ? "" : c.calibration) + " | " + (mean ? "" : std::to_string(c.calibration_images.size())) + " | " +
+         number(c.image_threshold) + " | " + percent_or_dash(c.image_precision) + " | " + percent_or_dash(c.image_recall) + " | " +
+         percent_or_dash(c.image_f1) + " | " + percent_or_dash(c.false_alarm_rate) + " | " + number(c.pixel_threshold) + " | " +
+         percent_or_dash(c.pixel_precision) + " | " + percent_or_dash(c.pixel_recall) + " | " + percent_or_dash(c.pixel_iou) + " |\n";
+  };
+  for (const auto& c : r.categories) row(c, false);
+  row(r.mean, true);
+  return s;
+}
+
 std::string markdown_table(const eval::EvaluationReport& r) {
   std::string s = "| category | images | routed | I-AUROC | I-AP | I-F1max | P-AUROC | P-AP | P-F1max | AUPRO |\n";
   s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -95,6 +125,16 @@ void write_metrics(json::Writer& w, const eval::CategoryResult& c) {
   w.member("pixel_auroc", c.pixel.auroc).member("pixel_ap", c.pixel.average_precision).member("pixel_f1_max", c.pixel.f1_max);
   w.member("aupro", c.aupro).key("shots").begin_array();
   for (const auto& p : c.shots) w.value(p.string());
+  w.end_array();
+  // The operating point at the calibrated thresholds (null when uncalibrated).
+  w.member("calibration", c.calibration).member("image_threshold", c.image_threshold).member("pixel_threshold", c.pixel_threshold);
+  w.member("image_precision", c.image_precision).member("image_recall", c.image_recall).member("image_f1", c.image_f1);
+  w.member("false_alarm_rate", c.false_alarm_rate).member("pixel_precision", c.pixel_precision).member("pixel_recall", c.pixel_recall);
+  w.member("pixel_iou", c.pixel_iou);
+  for (const auto& [key, counts] : {std::pair<const char*, const eval::OperatingPoint*>{"image_counts", &c.image_counts}, {"pixel_counts", &c.pixel_counts}})
+    w.key(key).begin_object().member("tp", counts->tp).member("fp", counts->fp).member("tn", counts->tn).member("fn", counts->fn).end_object();
+  w.key("calibration_images").begin_array();
+  for (const auto& p : c.calibration_images) w.value(p.string());
   w.end_array().end_object();
 }
 
@@ -103,6 +143,7 @@ int run(int argc, char** argv) {
     if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") return std::cout << kUsage, 0;
   const cli::Args args(argc, argv,
                        {"weights", "text-weight", "data", "layout", "shots", "seed", "categories", "out", "overlays", "prompts", "shots-per-batch",
+                        "false-alarm-rate", "pixel-false-alarm-rate", "calibration-images",
                         cli::kMaxImagePixelsOption, cli::kDeviceOption, cli::kPrecisionOption},
                        {"per-class", "no-value-value", "suppress-background", "quiet"});
   require(args.positional().empty(), "unexpected argument '", args.positional().empty() ? "" : args.positional()[0], "' (see --help)");
@@ -115,6 +156,10 @@ int run(int argc, char** argv) {
   options.seed = static_cast<std::uint64_t>(args.get_int("seed", 0, (1ll << 62)).value_or(0));
   options.per_class = args.has("per-class");
   options.images = cli::image_load_options(args);
+  if (auto a = args.get("false-alarm-rate")) options.calibration.false_alarm_rate = tools::parse_rate(*a, "--false-alarm-rate");
+  if (auto a = args.get("pixel-false-alarm-rate"))
+    options.calibration.pixel_false_alarm_rate = tools::parse_rate(*a, "--pixel-false-alarm-rate");
+  options.calibration_images = static_cast<std::size_t>(args.get_int("calibration-images", 1, 1000000).value_or(0));
   const auto overlays = args.get_int("overlays", 0, 1000).value_or(3);
   eval::DatasetOptions data_options;
   if (auto c = args.get("categories")) data_options.categories = split_commas(*c);
@@ -142,7 +187,10 @@ int run(int argc, char** argv) {
       fs::create_directories(dir);
       const AnomalyMap map = upsample_bilinear(d.map, image.height, image.width);
       const std::string name = t.defect + "_" + t.image.stem().string() + ".png";
-      write_png((dir / name).string(), overlay_heatmap(image, map, 0.0f, 1.0f));
+      Detection at_image = d;
+      setup.detector().decide(at_image, image.width, image.height);
+      write_png((dir / name).string(), overlay_decision(image, map, at_image.thresholds, at_image.mask, at_image.verdict,
+                                                        at_image.normalized_score, at_image.image_score));
       ++written[category];
     };
     const eval::EvaluationReport report = eval::evaluate(setup.detector(), data, options, callbacks);
@@ -152,10 +200,17 @@ int run(int argc, char** argv) {
     std::string md = "# focuspatch-eval\n\nweights `" + args.get_or("weights", "") + "`, data `" + *data_root + "` (" +
                      std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + "), " + report.setting + " setting, " +
                      std::to_string(report.shots) + " shot(s), seed " + std::to_string(report.seed) + ", device " + device + "\n\n" + table +
-                     "\nAll figures in percent. routed: share of test images the detector sent to their own category.\n";
+                     "\nAll figures in percent. routed: share of test images the detector sent to their own category.\n" +
+                     "\n## Operating point at the calibrated thresholds\n\n" + operating_table(report) +
+                     "\nThresholds calibrated on normal training images outside the shots, at a false-alarm rate of " +
+                     percent(options.calibration.false_alarm_rate) + " % (pixels: " + percent(options.calibration.pixel_false_alarm_rate) +
+                     " %); an image or pixel is anomalous when its score is above the threshold. false alarms: share of test/good images "
+                     "called anomalous. '-': uncalibrated (no normal images left and fewer than 2 shots), or undefined.\n";
     char timing[256];
-    std::snprintf(timing, sizeof timing, "\nmemory bank: %.2f s; keyword prompts: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
-                  report.memory_seconds, report.prompt_seconds, report.detect_seconds, report.mean.test_images, images_per_second);
+    std::snprintf(timing, sizeof timing,
+                  "\nmemory bank: %.2f s; keyword prompts: %.2f s; calibration: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
+                  report.memory_seconds, report.prompt_seconds, report.calibration_seconds, report.detect_seconds, report.mean.test_images,
+                  images_per_second);
     md += timing;
     std::ofstream(fs::path(*out_dir) / "results.md") << md;
 
@@ -164,7 +219,15 @@ int run(int argc, char** argv) {
     w.member("layout", std::string(eval::layout_name(data.layout))).member("setting", report.setting);
     w.member("shots", report.shots).member("seed", report.seed);
     w.member("memory_seconds", report.memory_seconds).member("prompt_seconds", report.prompt_seconds);
-    w.member("detect_seconds", report.detect_seconds);
+    w.member("detect_seconds", report.detect_seconds).member("calibration_seconds", report.calibration_seconds);
+    w.member("false_alarm_rate_target", options.calibration.false_alarm_rate);
+    w.member("pixel_false_alarm_rate_target", options.calibration.pixel_false_alarm_rate);
+    w.key("calibration").begin_object();
+    for (const auto& c : report.categories) {
+      w.key(c.name);
+      tools::write_calibration(w, c.calibration_details ? &*c.calibration_details : nullptr, c.thresholds);
+    }
+    w.end_object();
     w.member("images_per_second", images_per_second);
     w.key("categories").begin_array();
     for (const auto& c : report.categories) write_metrics(w, c);
@@ -174,7 +237,7 @@ int run(int argc, char** argv) {
     for (const auto& i : report.images) {
       w.begin_object().member("path", i.path.string()).member("category", i.category).member("routed", i.routed);
       w.member("defect", i.defect).member("anomalous", i.anomalous).member("score", i.score);
-      w.member("text_score", i.text_score).member("visual_score", i.visual_score).end_object();
+      w.member("text_score", i.text_score).member("visual_score", i.visual_score).member("verdict", i.verdict).end_object();
     }
     w.end_array().end_object();
     const fs::path json_path = fs::path(*out_dir) / "results.json";
@@ -182,7 +245,7 @@ int run(int argc, char** argv) {
     f << w.str() << "\n";
     require(f.good(), json_path.string(), ": write failed");
 
-    std::cout << table << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
+    std::cout << table << "\n" << operating_table(report) << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
               << (fs::path(*out_dir) / "overlays").string() << "\n";
     return 0;
   });

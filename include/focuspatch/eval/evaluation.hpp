@@ -7,10 +7,20 @@
 // classic protocol. Metrics per category, then their mean: image AUROC / AP / F1-max, pixel
 // AUROC / AP / F1-max and AUPRO up to FPR 0.3. Maps are scored at the model's input resolution,
 // against masks resized to it with nearest-neighbour sampling (the common practice).
+//
+// Operating point: each category is calibrated on normal images only (anomaly/calibration.hpp):
+// its normal TRAINING images that are not among the shots (never the test split), or, when none
+// remain, leave-one-shot-out with k >= 2 shots; with neither it stays uncalibrated and its
+// operating-point figures are NaN. At the calibrated thresholds: image precision, recall and F1
+// over the test images, the false-alarm rate on test/good, and pixel precision, recall and IoU
+// over all test pixels (eval/metrics.hpp's OperatingPoint). The mean row averages them over the
+// calibrated categories.
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +38,10 @@ struct EvaluationOptions {
   bool per_class = false;
   double aupro_limit = 0.3;
   ImageLoadOptions images;  // for shots, test images and masks alike
+  CalibrationOptions calibration;
+  // Calibration images per category, drawn from the normal training images left after the shots
+  // (seeded like the shots); 0 = all of them.
+  std::size_t calibration_images = 0;
 };
 
 struct CategoryResult {
@@ -36,6 +50,22 @@ struct CategoryResult {
   BinaryMetrics image, pixel;
   double aupro = 0.0;
   std::vector<std::filesystem::path> shots;
+
+  // Calibration and the operating point at its thresholds (NaN when uncalibrated).
+  std::string calibration = "uncalibrated";  // calibration_method_name(), or "uncalibrated"
+  std::vector<std::filesystem::path> calibration_images;  // for leave-one-shot-out: the shots
+  double image_threshold = std::numeric_limits<double>::quiet_NaN();
+  double pixel_threshold = std::numeric_limits<double>::quiet_NaN();
+  double image_precision = std::numeric_limits<double>::quiet_NaN();
+  double image_recall = std::numeric_limits<double>::quiet_NaN();
+  double image_f1 = std::numeric_limits<double>::quiet_NaN();
+  double false_alarm_rate = std::numeric_limits<double>::quiet_NaN();  // on test/good
+  double pixel_precision = std::numeric_limits<double>::quiet_NaN();
+  double pixel_recall = std::numeric_limits<double>::quiet_NaN();
+  double pixel_iou = std::numeric_limits<double>::quiet_NaN();
+  OperatingPoint image_counts, pixel_counts;  // the confusion counts behind them (summed in the mean)
+  std::optional<CategoryCalibration> calibration_details;  // what calibrating learned (absent: uncalibrated)
+  DecisionThresholds thresholds;                           // the thresholds the operating point used
 };
 
 struct ImageResult {
@@ -43,6 +73,7 @@ struct ImageResult {
   std::string category, routed, defect;
   bool anomalous = false;
   float score = 0, text_score = 0, visual_score = 0;
+  std::string verdict = "uncalibrated";  // verdict_name() at the calibrated threshold
 };
 
 struct EvaluationReport {
@@ -52,7 +83,7 @@ struct EvaluationReport {
   std::vector<CategoryResult> categories;
   CategoryResult mean;  // metrics averaged over categories; counts summed
   std::vector<ImageResult> images;
-  double memory_seconds = 0, prompt_seconds = 0, detect_seconds = 0;
+  double memory_seconds = 0, prompt_seconds = 0, detect_seconds = 0, calibration_seconds = 0;
 };
 
 // Nearest-neighbour resize of a mask (any non-zero channel value = anomalous) to size x size.
@@ -100,12 +131,41 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     report.memory_seconds += std::chrono::duration<double>(clock::now() - t0).count();
   };
 
+  // Calibration on the category's normal training images outside the shots (see the top).
+  auto calibrate = [&](const Category& c, CategoryResult& r) {
+    const auto t0 = clock::now();
+    std::vector<std::filesystem::path> remaining;
+    for (const auto& p : c.train_normal)
+      if (std::find(r.shots.begin(), r.shots.end(), p) == r.shots.end()) remaining.push_back(p);
+    if (options.calibration_images > 0 && remaining.size() > options.calibration_images) {
+      std::vector<std::filesystem::path> drawn;
+      for (std::size_t i : sample_indices(remaining.size(), options.calibration_images, ~options.seed ^ detail::fnv1a64(c.name)))
+        drawn.push_back(remaining[i]);
+      remaining = std::move(drawn);
+    }
+    if (!remaining.empty()) {
+      std::vector<std::string> names;
+      for (const auto& p : remaining) names.push_back(p.string());
+      detector.calibrate(c.name, names, [&](std::size_t i) { return load_image(names[i], options.images); }, options.calibration);
+      r.calibration_images = remaining;
+    } else if (detector.memory().shot_count(c.name) >= 2) {
+      detector.calibrate_leave_one_shot_out(c.name, options.calibration);
+      r.calibration_images = r.shots;
+    }
+    if (const CategoryCalibration* cal = detector.memory().calibration(c.name)) {
+      r.calibration = calibration_method_name(cal->method);
+      r.calibration_details = *cal;
+    }
+    report.calibration_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+  };
+
   std::size_t total = 0, done = 0;
   for (const auto& c : data.categories) total += c.test.size();
   report.categories.resize(data.categories.size());
   if (!options.per_class) {
     detector.set_memory(empty_bank);
     for (std::size_t i = 0; i < data.categories.size(); ++i) add_shots(data.categories[i], report.categories[i]);
+    for (std::size_t i = 0; i < data.categories.size(); ++i) calibrate(data.categories[i], report.categories[i]);
   }
 
   // Keyword embeddings are computed (or read from the weights) once per category, before the
@@ -121,7 +181,14 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     if (options.per_class) {
       detector.set_memory(empty_bank);
       add_shots(c, r);
+      calibrate(c, r);
     }
+    // The category's own thresholds, whatever category an image is routed to: the operating point
+    // is the category's, as its other metrics are.
+    const DecisionThresholds thresholds = r.thresholds = detector.thresholds(c.name);
+    std::optional<OperatingPointCounter> image_counter, pixel_counter;
+    if (thresholds.image) image_counter.emplace(*thresholds.image);
+    if (thresholds.pixel) pixel_counter.emplace(*thresholds.pixel);
     std::vector<double> scores;
     std::vector<std::uint8_t> labels;
     ProAccumulator pixels;
@@ -149,12 +216,16 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
           mask = resized_mask(m, res);
         }
         pixels.add(d.map.values, mask, res, res, t.image.string());
+        if (pixel_counter) pixel_counter->add(std::span<const float>(d.map.values), mask, t.image.string());
+        const std::uint8_t label = t.anomalous ? 1 : 0;
+        if (image_counter) image_counter->add(std::span<const float>(&d.image_score, 1), std::span<const std::uint8_t>(&label, 1), t.image.string());
         scores.push_back(d.image_score);
         labels.push_back(t.anomalous ? 1 : 0);
         r.test_images++;
         r.anomalous += t.anomalous ? 1 : 0;
         r.routed_correctly += d.route.category == c.name ? 1 : 0;
-        report.images.push_back({t.image, c.name, d.route.category, t.defect, t.anomalous, d.image_score, d.text_score, d.visual_score});
+        report.images.push_back({t.image, c.name, d.route.category, t.defect, t.anomalous, d.image_score, d.text_score, d.visual_score,
+                                 verdict_name(thresholds.verdict(d.image_score))});
         if (callbacks.on_image) callbacks.on_image(t, c.name, images[i - begin], d);
         if (callbacks.progress) callbacks.progress(++done, total);
       }
@@ -163,6 +234,21 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     r.image = binary_metrics(scores, labels, what + " image scores");
     r.pixel = pixels.pixel_sweep(what + " pixel scores").metrics();
     r.aupro = pixels.aupro(options.aupro_limit, what + " AUPRO");
+    if (image_counter) {
+      r.image_counts = image_counter->point();
+      r.image_threshold = *thresholds.image;
+      r.image_precision = r.image_counts.precision();
+      r.image_recall = r.image_counts.recall();
+      r.image_f1 = r.image_counts.f1();
+      r.false_alarm_rate = r.image_counts.false_alarm_rate();
+    }
+    if (pixel_counter) {
+      r.pixel_counts = pixel_counter->point();
+      r.pixel_threshold = *thresholds.pixel;
+      r.pixel_precision = r.pixel_counts.precision();
+      r.pixel_recall = r.pixel_counts.recall();
+      r.pixel_iou = r.pixel_counts.iou();
+    }
   }
 
   CategoryResult& m = report.mean;
@@ -179,7 +265,24 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     m.pixel.average_precision += r.pixel.average_precision / n;
     m.pixel.f1_max += r.pixel.f1_max / n;
     m.aupro += r.aupro / n;
+    for (auto* counts : {&m.image_counts, &m.pixel_counts}) {
+      const OperatingPoint& add = counts == &m.image_counts ? r.image_counts : r.pixel_counts;
+      counts->tp += add.tp, counts->fp += add.fp, counts->tn += add.tn, counts->fn += add.fn;
+    }
   }
+  // Operating-point figures: the mean over the categories where they are defined.
+  auto mean_of = [&](double CategoryResult::*field) {
+    double sum = 0;
+    std::size_t count = 0;
+    for (const auto& r : report.categories)
+      if (std::isfinite(r.*field)) sum += r.*field, ++count;
+    m.*field = count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+  };
+  for (auto field : {&CategoryResult::image_precision, &CategoryResult::image_recall, &CategoryResult::image_f1,
+                     &CategoryResult::false_alarm_rate, &CategoryResult::pixel_precision, &CategoryResult::pixel_recall,
+                     &CategoryResult::pixel_iou})
+    mean_of(field);
+  m.calibration = "mean over calibrated categories";
   return report;
 }
 
