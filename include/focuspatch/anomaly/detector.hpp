@@ -100,9 +100,8 @@ struct CalibrationOptions {
 };
 
 // Thread safety: building (add_normal, set_memory, set_keywords, set_prompt_bank, calibrate*,
-// set_threshold_override) and the first
-// detection of a category, which computes its keywords and background weights, change the
-// detector. After prepare(), the overloads taking a Workspace are const and may run from several
+// set_threshold_override) and the first detection of a category, which computes its keywords and
+// background weights, change the detector. After prepare(), the overloads taking a Workspace are const and may run from several
 // threads at once, each thread with its own Workspace.
 template <class Backend = CpuBackend>
 class Detector {
