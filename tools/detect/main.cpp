@@ -147,6 +147,9 @@ int run(int argc, char** argv) {
               "' in the memory bank");
       detector.set_threshold_override(category, std::nullopt, t);
     }
+    if (!calibrated_now && (args.has("false-alarm-rate") || args.has("pixel-false-alarm-rate")))
+      std::cerr << "note: --false-alarm-rate / --pixel-false-alarm-rate apply when calibrating (--calibration, or new shots); the "
+                   "thresholds below are the bank's\n";
     for (const auto& category : detector.memory().categories())
       std::cerr << tools::calibration_summary(category, detector.memory().calibration(category), detector.thresholds(category)) << "\n";
     if (memory && (!normals.empty() || calibrated_now)) {
