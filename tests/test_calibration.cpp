@@ -320,6 +320,9 @@ TEST_CASE("held-out calibration, decisions, overrides, and the calibration saved
   CalibrationOptions bad;
   bad.false_alarm_rate = 1.0;
   CHECK(test::contains(test::error_of([&] { (void)d.calibrate("washer", held_out, names, bad); }), "false-alarm rate: 1 is not a rate"));
+  const std::vector<std::string> shot_name = {"shot1"};
+  CHECK(test::contains(test::error_of([&] { (void)d.calibrate("washer", std::span<const Image>(&held_out[0], 1), shot_name); }),
+                       "shot1 is one of the category's shots"));
   CHECK(d.memory().calibration("washer") == nullptr);
 
   const CategoryCalibration c = d.calibrate("washer", held_out, names);  // a = 0.01 with 5 images: the maximum

@@ -236,6 +236,11 @@ class Detector {
                                        const std::function<Image(std::size_t)>& load, const CalibrationOptions& options = {}) {
     require(memory_.has_category(category), "calibration: the memory bank holds no category '", category, "'; add its shots first");
     require(!names.empty(), "calibration of '", category, "': no normal images given");
+    // A shot scores near zero against its own bank: calibrating on it would set thresholds far too low.
+    const auto& shot_files = memory_.shot_files(category);
+    for (const auto& name : names)
+      require(std::find(shot_files.begin(), shot_files.end(), name) == shot_files.end(), "calibration of '", category, "': ", name,
+              " is one of the category's shots; calibration needs normal images that are not in the memory bank");
     require_rate(options.false_alarm_rate, "calibration: false-alarm rate");
     require_rate(options.pixel_false_alarm_rate, "calibration: pixel false-alarm rate");
     prepare();
