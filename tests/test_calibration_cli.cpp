@@ -253,10 +253,11 @@ TEST_CASE("focuspatch-eval's operating point follows from the verdicts it writes
     }
     // n = 4, a = 0.3: j = ceil(0.7 * 5) = 4, the highest calibration score.
     CHECK(res.at("calibration").at(name).at("threshold_rank").as_int64() == 4);
-    const double threshold = c.at("image_threshold").as_double();
     std::uint64_t tp = 0, fp = 0, tn = 0, fn = 0;
     for (const auto& img : res.at("images").as_array()) {
       if (img.at("category").as_string() != name) continue;
+      // Decided by the thresholds of the category the image was routed to.
+      const double threshold = res.at("calibration").at(img.at("routed").as_string()).at("image_threshold").as_double();
       const bool predicted = img.at("verdict").as_string() == "anomalous";
       CHECK(predicted == (img.at("score").as_double() > threshold));
       const bool actual = img.at("anomalous").as_bool();

@@ -13,8 +13,10 @@
 // remain, leave-one-shot-out with k >= 2 shots; with neither it stays uncalibrated and its
 // operating-point figures are NaN. At the calibrated thresholds: image precision, recall and F1
 // over the test images, the false-alarm rate on test/good, and pixel precision, recall and IoU
-// over all test pixels (eval/metrics.hpp's OperatingPoint). The mean row averages them over the
-// calibrated categories.
+// over all test pixels (eval/metrics.hpp's OperatingPoint). The decisions counted are the
+// detector's own, as deployed: by the thresholds of the category each image is routed to (in the
+// unified setting a misrouted image is judged by the other category's thresholds). The mean row
+// averages them over the calibrated categories.
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -183,12 +185,13 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
       add_shots(c, r);
       calibrate(c, r);
     }
-    // The category's own thresholds, whatever category an image is routed to: the operating point
-    // is the category's, as its other metrics are.
+    // The category's thresholds, reported with its operating point; the decisions counted are the
+    // detector's (see the top).
     const DecisionThresholds thresholds = r.thresholds = detector.thresholds(c.name);
     std::optional<OperatingPointCounter> image_counter, pixel_counter;
     if (thresholds.image) image_counter.emplace(*thresholds.image);
     if (thresholds.pixel) pixel_counter.emplace(*thresholds.pixel);
+    bool undecided = false;  // an image routed to an uncalibrated category
     std::vector<double> scores;
     std::vector<std::uint8_t> labels;
     ProAccumulator pixels;
@@ -216,16 +219,22 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
           mask = resized_mask(m, res);
         }
         pixels.add(d.map.values, mask, res, res, t.image.string());
-        if (pixel_counter) pixel_counter->add(std::span<const float>(d.map.values), mask, t.image.string());
-        const std::uint8_t label = t.anomalous ? 1 : 0;
-        if (image_counter) image_counter->add(std::span<const float>(&d.image_score, 1), std::span<const std::uint8_t>(&label, 1), t.image.string());
+        // d's decisions are at the map's resolution, the masks' here.
+        if (image_counter) {
+          undecided |= d.verdict == Verdict::Uncalibrated;
+          image_counter->add_decision(d.verdict == Verdict::Anomalous, t.anomalous);
+        }
+        if (pixel_counter) {
+          undecided |= d.mask.empty();
+          if (!d.mask.empty()) pixel_counter->add_decisions(d.mask, mask, t.image.string());
+        }
         scores.push_back(d.image_score);
         labels.push_back(t.anomalous ? 1 : 0);
         r.test_images++;
         r.anomalous += t.anomalous ? 1 : 0;
         r.routed_correctly += d.route.category == c.name ? 1 : 0;
         report.images.push_back({t.image, c.name, d.route.category, t.defect, t.anomalous, d.image_score, d.text_score, d.visual_score,
-                                 verdict_name(thresholds.verdict(d.image_score))});
+                                 verdict_name(d.verdict)});
         if (callbacks.on_image) callbacks.on_image(t, c.name, images[i - begin], d);
         if (callbacks.progress) callbacks.progress(++done, total);
       }
@@ -234,6 +243,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     r.image = binary_metrics(scores, labels, what + " image scores");
     r.pixel = pixels.pixel_sweep(what + " pixel scores").metrics();
     r.aupro = pixels.aupro(options.aupro_limit, what + " AUPRO");
+    if (undecided) image_counter.reset(), pixel_counter.reset();  // a partial count would mislead
     if (image_counter) {
       r.image_counts = image_counter->point();
       r.image_threshold = *thresholds.image;
@@ -265,9 +275,10 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
     m.pixel.average_precision += r.pixel.average_precision / n;
     m.pixel.f1_max += r.pixel.f1_max / n;
     m.aupro += r.aupro / n;
-    for (auto* counts : {&m.image_counts, &m.pixel_counts}) {
-      const OperatingPoint& add = counts == &m.image_counts ? r.image_counts : r.pixel_counts;
-      counts->tp += add.tp, counts->fp += add.fp, counts->tn += add.tn, counts->fn += add.fn;
+    for (auto counts : {&CategoryResult::image_counts, &CategoryResult::pixel_counts}) {
+      OperatingPoint& sum = m.*counts;
+      const OperatingPoint& add = r.*counts;
+      sum.tp += add.tp, sum.fp += add.fp, sum.tn += add.tn, sum.fn += add.fn;
     }
   }
   // Operating-point figures: the mean over the categories where they are defined.

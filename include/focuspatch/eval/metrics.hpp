@@ -310,10 +310,15 @@ class OperatingPointCounter {
     detail::check_lengths(scores.size(), labels.size(), what);
     for (std::size_t i = 0; i < scores.size(); ++i) {
       require(std::isfinite(static_cast<double>(scores[i])), what, ": score ", i, " is ", scores[i], " (scores must be finite)");
-      const bool predicted = static_cast<double>(scores[i]) > point_.threshold;
-      const bool actual = labels[i] != 0;
-      (predicted ? (actual ? point_.tp : point_.fp) : (actual ? point_.fn : point_.tn)) += 1;
+      add_decision(static_cast<double>(scores[i]) > point_.threshold, labels[i] != 0);
     }
+  }
+  // A decision taken elsewhere (e.g. by a detector whose threshold depends on the image's route).
+  void add_decision(bool predicted, bool actual) { (predicted ? (actual ? point_.tp : point_.fp) : (actual ? point_.fn : point_.tn)) += 1; }
+  // Masks of predictions and labels (nonzero = anomalous), pixel by pixel.
+  void add_decisions(std::span<const std::uint8_t> predicted, std::span<const std::uint8_t> labels, std::string_view what = "mask") {
+    detail::check_lengths(predicted.size(), labels.size(), what);
+    for (std::size_t i = 0; i < predicted.size(); ++i) add_decision(predicted[i] != 0, labels[i] != 0);
   }
   const OperatingPoint& point() const { return point_; }
 
