@@ -11,6 +11,7 @@
 #include "focuspatch/anomaly/calibration.hpp"
 #include "focuspatch/anomaly/defect_regions.hpp"
 #include "focuspatch/anomaly/detector.hpp"
+#include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/convert/convert_checkpoint.hpp"
 #include "focuspatch/convert/random_clip.hpp"
 #include "focuspatch/eval/metrics.hpp"
@@ -405,4 +406,47 @@ TEST_CASE("held-out calibration, decisions, overrides, and the calibration saved
     CHECK(u.verdict == Verdict::Uncalibrated);
     CHECK(u.image_score == doctest::Approx(raw.image_score).epsilon(1e-6));  // same shots, same score
   }
+}
+
+TEST_CASE("decision overlays: the colour scale is anchored to the calibration, regions are outlined, the verdict is written") {
+  DecisionThresholds t;
+  t.pixel = 0.3, t.pixel_normal_level = 0.1;
+  AnomalyMap map(64, 64, 0.05f);
+  CHECK(decision_colour_scale(t, map) == std::pair(0.1f, 0.5f));  // level cold, threshold the middle
+  DecisionThresholds by_hand;
+  by_hand.pixel = 0.3;
+  CHECK(decision_colour_scale(by_hand, map) == std::pair(0.05f, 0.55f));  // the map's minimum cold
+  map.at(3, 4) = 0.25f;
+  CHECK(decision_colour_scale({}, map) == std::pair(0.05f, 0.25f));  // uncalibrated: the map's range
+
+  CHECK(verdict_label(Verdict::Anomalous, 0.8349f, 0.7f) == "ANOMALY 0.83");
+  CHECK(verdict_label(Verdict::Normal, 0.21f, 0.7f) == "OK 0.21");
+  CHECK(verdict_label(Verdict::Uncalibrated, std::nullopt, 0.12345f) == "UNCALIBRATED 0.123");
+  CHECK(verdict_label(Verdict::Anomalous, 0.8349f, 0.7f, 8) == "NG 0.83");
+
+  Image grey;
+  grey.width = grey.height = 64;
+  grey.rgb.assign(64 * 64 * 3, 100);
+  AnomalyMap block(64, 64, 0.0f);
+  std::vector<std::uint8_t> mask(64 * 64, 0);
+  for (int y = 30; y < 40; ++y)
+    for (int x = 30; x < 40; ++x) block.at(y, x) = 1.0f, mask[static_cast<std::size_t>(y * 64 + x)] = 1;
+  DecisionThresholds calibrated;
+  calibrated.pixel = 0.5, calibrated.pixel_normal_level = 0.0;
+  const Image out = overlay_decision(grey, block, calibrated, mask, Verdict::Anomalous, 0.83f, 0.7f);
+  auto px = [&](int x, int y) { return std::array<int, 3>{out.pixel(x, y)[0], out.pixel(x, y)[1], out.pixel(x, y)[2]}; };
+  CHECK(px(30, 30) == std::array<int, 3>{255, 255, 255});  // outline on the region's edge
+  CHECK(px(39, 35) == std::array<int, 3>{255, 255, 255});
+  CHECK(px(35, 35) != std::array<int, 3>{255, 255, 255});  // inside: the heat map (value 1 = dark red)
+  CHECK(px(35, 35)[0] > px(35, 35)[2]);
+  CHECK(px(50, 50)[2] > px(50, 50)[0]);                    // normal level: blue
+  // The label "NG 0.83" (the long form does not fit 64 px) in red on black at the top-left.
+  int red = 0, black = 0;
+  for (int y = 0; y < 12; ++y)
+    for (int x = 0; x < 48; ++x) {
+      red += px(x, y) == std::array<int, 3>{255, 64, 64};
+      black += px(x, y) == std::array<int, 3>{0, 0, 0};
+    }
+  CHECK(red > 20);
+  CHECK(black > 100);
 }
