@@ -124,6 +124,10 @@ TEST_CASE("a calibration from scores: thresholds, levels and how rough it is") {
   const CategoryCalibration fine = calibrate_from_scores(CalibrationMethod::HeldOutImages, std::vector<std::string>(999, "x"), many, pixels, 0.1, 0.01);
   CHECK(fine.image_threshold == 899.0);  // j = ceil(0.9 * 1000) = 900, the 900th smallest of 0..998
   CHECK(fine.warning().empty());
+  const CategoryCalibration looser = fine.at_false_alarm_rate(0.5);  // j = ceil(0.5 * 1000) = 500
+  CHECK(looser.image_threshold == 499.0);
+  CHECK(looser.false_alarm_rate == 0.5);
+  CHECK(looser.pixel_threshold == fine.pixel_threshold);
 }
 
 TEST_CASE("defect regions are scipy.ndimage's 8-connected components, with their boxes, areas, peaks and means") {

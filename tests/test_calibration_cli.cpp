@@ -181,6 +181,21 @@ TEST_CASE("focuspatch-detect reports verdicts, masks, regions and calibrations, 
   const json::Value again = json::parse(test::read_all(tmp / "b/results.json"), "results.json");
   CHECK(again.at("calibration").at("capsule").at("image_threshold").as_double() == capsule.at("image_threshold").as_double());
   CHECK(again.at("images")[0].at("verdict").as_string() == hole.at("verdict").as_string());
+  // A new rate for the stored calibration: the threshold is re-derived from the stored scores and saved.
+  const auto looser = test::run_tool("focuspatch-detect", common + " --memory " + bank + " --false-alarm-rate 0.5 --out " + (tmp / "r").string(),
+                                     tmp / "log");
+  INFO(looser.output);
+  REQUIRE(looser.status == 0);
+  CHECK(test::contains(looser.output, "capsule: image threshold re-derived from the 3 stored calibration scores"));
+  const json::Value rl = json::parse(test::read_all(tmp / "r/results.json"), "results.json");
+  const auto& rc = rl.at("calibration").at("capsule");
+  CHECK(rc.at("threshold_rank").as_int64() == 2);  // n = 3: ceil(0.5 * 4) = 2
+  CHECK(rc.at("image_threshold").as_double() <= capsule.at("image_threshold").as_double());
+  CHECK(rc.at("pixel_threshold").as_double() == capsule.at("pixel_threshold").as_double());
+  // Back to the default rate for what follows.
+  REQUIRE(test::run_tool("focuspatch-detect", common + " --memory " + bank + " --false-alarm-rate 0.01 --out " + (tmp / "r2").string(), tmp / "log")
+              .status == 0);
+
   // Overrides, per category or for all, are used and reported.
   const auto over = test::run_tool("focuspatch-detect", common + " --memory " + bank + " --threshold -5 --threshold capsule=1e9 --out " +
                                                             (tmp / "c").string(), tmp / "log");

@@ -50,7 +50,9 @@ options:
                        else build it and save it there (saved again when calibrated anew)
   --calibration [CAT=]PATH  normal images NOT in the bank (file or folder; category as for
                        --normal), scored to calibrate the category's thresholds; repeatable
-  --false-alarm-rate A target share of normal images called anomalous (default 0.01)
+  --false-alarm-rate A target share of normal images called anomalous (default 0.01); for a
+                       bank calibrated earlier, its image thresholds are re-derived from the
+                       stored scores (and the bank saved again)
   --pixel-false-alarm-rate A  share of normal pixels above the pixel threshold (default 0.001)
   --threshold [CAT=]T  image threshold on the raw score, replacing the calibrated one (all
                        categories, or CAT only; repeatable; not saved in the bank)
@@ -147,9 +149,21 @@ int run(int argc, char** argv) {
               "' in the memory bank");
       detector.set_threshold_override(category, std::nullopt, t);
     }
-    if (!calibrated_now && (args.has("false-alarm-rate") || args.has("pixel-false-alarm-rate")))
-      std::cerr << "note: --false-alarm-rate / --pixel-false-alarm-rate apply when calibrating (--calibration, or new shots); the "
-                   "thresholds below are the bank's\n";
+    // A new --false-alarm-rate for a category calibrated earlier: its threshold is re-derived from
+    // the scores stored in the bank (nothing is scored again).
+    bool rederived = false;
+    for (const auto& category : detector.memory().categories()) {
+      const CategoryCalibration* c = detector.memory().calibration(category);
+      if (!args.has("false-alarm-rate") || !c || c->false_alarm_rate == calibration_options.false_alarm_rate) continue;
+      detector.memory().set_calibration(category, c->at_false_alarm_rate(calibration_options.false_alarm_rate));
+      std::cerr << category << ": image threshold re-derived from the " << c->image_scores.size() << " stored calibration scores at "
+                << "--false-alarm-rate " << calibration_options.false_alarm_rate << "\n";
+      rederived = true;
+    }
+    if (args.has("pixel-false-alarm-rate") && !calibrated_now)
+      std::cerr << "note: --pixel-false-alarm-rate applies when calibrating (--calibration, or new shots): the bank does not store "
+                   "the normal pixels, so its pixel thresholds are kept\n";
+    calibrated_now |= rederived;
     for (const auto& category : detector.memory().categories())
       std::cerr << tools::calibration_summary(category, detector.memory().calibration(category), detector.thresholds(category)) << "\n";
     if (memory && (!normals.empty() || calibrated_now)) {

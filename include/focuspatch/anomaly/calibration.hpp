@@ -146,6 +146,16 @@ struct CategoryCalibration {
   QuantileThreshold image_quantile() const {
     return quantile_threshold(std::vector<float>(image_scores.begin(), image_scores.end()), false_alarm_rate);
   }
+  // The same calibration at another image false-alarm rate: the threshold re-derived from the
+  // stored scores (no image is scored again). The pixel threshold stays as it was: the normal
+  // pixels' values are not stored.
+  CategoryCalibration at_false_alarm_rate(double rate) const {
+    require_rate(rate, "calibration: false-alarm rate");
+    CategoryCalibration c = *this;
+    c.false_alarm_rate = rate;
+    c.image_threshold = c.image_quantile().threshold;
+    return c;
+  }
   double smallest_resolvable_rate() const { return 1.0 / (static_cast<double>(image_scores.size()) + 1.0); }
   // A sentence for the output when the estimate is rough: the target is below what n images
   // resolve, or the realized rate's spread is at least half the target. Empty otherwise.
