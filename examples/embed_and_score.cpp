@@ -41,9 +41,14 @@ int main(int argc, char** argv) try {
   std::vector<std::string> names;
   for (int i = 2; i < argc && std::string(argv[i]) != "--"; ++i) shots.push_back(load_image(argv[i])), names.push_back(argv[i]);
   detector.add_normal("washer", shots, names);
+  // With 2 or more shots and no other normal images, each shot is scored against the others to set
+  // the thresholds (detector.calibrate(...) takes held-out normal images instead); with 1 shot the
+  // verdict stays "uncalibrated".
+  if (shots.size() >= 2) detector.calibrate_leave_one_shot_out("washer");
   const Detection d = detector.detect(std::span<const Image>(&test, 1)).front();
-  std::cout << "category " << d.route.category << ", anomaly score " << d.image_score << ", map " << d.map.width << "x"
-            << d.map.height << ", top keyword '" << (d.top_keywords.empty() ? "" : d.top_keywords.front().name) << "'\n";
+  std::cout << "category " << d.route.category << ", anomaly score " << d.image_score << ", verdict " << verdict_name(d.verdict)
+            << ", " << d.regions.size() << " defect region(s), map " << d.map.width << "x" << d.map.height << ", top keyword '"
+            << (d.top_keywords.empty() ? "" : d.top_keywords.front().name) << "'\n";
   return 0;
 } catch (const std::exception& e) {
   std::cerr << e.what() << "\n";

@@ -1,6 +1,7 @@
 #pragma once
 // What focuspatch-detect and focuspatch-eval share: loading the model and the prompt bank into a
 // Detector from command-line options, and turning file/folder arguments into image lists.
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -46,7 +47,8 @@ inline std::vector<std::string> expand_images(const std::vector<std::string>& pa
 
 // "CAT=PATH" or "PATH"; without CAT the category is the folder's name, skipping MVTec's
 // "train"/"test"/"good" levels (bottle/train/good -> bottle).
-inline std::map<std::string, std::vector<std::string>> normal_shots(const std::vector<std::string>& arguments) {
+inline std::map<std::string, std::vector<std::string>> normal_shots(const std::vector<std::string>& arguments,
+                                                                    const std::string& option = "--normal") {
   std::map<std::string, std::vector<std::string>> out;
   for (const auto& a : arguments) {
     const auto eq = a.find('=');
@@ -60,9 +62,42 @@ inline std::map<std::string, std::vector<std::string>> normal_shots(const std::v
              (dir.filename() == "good" || dir.filename() == "train" || dir.filename() == "test"))
         dir = dir.parent_path();
       category = dir.filename().string();
-      require(!category.empty(), "--normal ", a, ": cannot tell the category from the path; write CATEGORY=", a);
+      require(!category.empty(), option, " ", a, ": cannot tell the category from the path; write CATEGORY=", a);
     }
-    for (auto& p : expand_images({path}, "--normal")) out[category].push_back(std::move(p));
+    for (auto& p : expand_images({path}, option)) out[category].push_back(std::move(p));
+  }
+  return out;
+}
+
+// A finite number, else an error naming the option.
+inline double parse_finite(const std::string& text, const std::string& option) {
+  std::size_t used = 0;
+  double v = NAN;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  require(used == text.size() && !text.empty() && std::isfinite(v), "option ", option, ": '", text, "' is not a finite number");
+  return v;
+}
+
+// A target rate strictly between 0 and 1, else an error naming the option.
+inline double parse_rate(const std::string& text, const std::string& option) {
+  const double v = parse_finite(text, option);
+  require(v > 0.0 && v < 1.0, "option ", option, ": ", text, " is outside (0, 1); a false-alarm rate such as 0.01 (1 %) is expected");
+  return v;
+}
+
+// "[CATEGORY=]VALUE" arguments of a repeatable threshold option: category "" = every category.
+inline std::map<std::string, double> parse_thresholds(const std::vector<std::string>& arguments, const std::string& option) {
+  std::map<std::string, double> out;
+  for (const auto& a : arguments) {
+    const auto eq = a.find('=');
+    const std::string category = eq == std::string::npos ? "" : a.substr(0, eq);
+    require(!out.count(category), "option ", option, ": ", category.empty() ? "a threshold for every category" : "category '" + category + "'",
+            " is given twice");
+    out[category] = parse_finite(eq == std::string::npos ? a : a.substr(eq + 1), option);
   }
   return out;
 }

@@ -14,10 +14,12 @@ namespace focuspatch::tools {
 
 class DetectReport {
  public:
-  // One inspected image. Paths are relative to the output folder. The calibrated fields (verdict,
-  // normalized score, predicted mask) are optional: fill `row` further before add() when known.
+  // One inspected image. Paths are relative to the output folder; the caller names the image, heat
+  // map and (when the category is calibrated) predicted mask files; score and verdict come from d.
   void add(const std::string& input_path, const Detection& d, html::ImageRow row) {
     row.score = d.image_score;
+    if (d.normalized_score) row.normalized_score = *d.normalized_score;
+    if (d.verdict != Verdict::Uncalibrated) row.anomalous_verdict = d.verdict == Verdict::Anomalous;
     const std::string keyword = d.top_keywords.empty() ? "" : d.top_keywords.front().name;
     table_.rows.push_back({input_path, d.route.category, html::format_number(d.image_score),
                            row.normalized_score ? html::format_number(*row.normalized_score, "%.3f") : "n/a",

@@ -60,18 +60,17 @@ inline std::string mean_std_cell(const eval::MetricSpread& m) {
   return s;
 }
 
-inline std::string markdown_runs_table(const eval::RunsSummary& s) {
-  std::string md = "| category |";
-  std::string rule = "|---|";
-  for (const auto& m : s.mean.metrics) md += " " + m.name + " |", rule += "---:|";
+// A table as Markdown (the figures right-aligned), for results.md and the console; report.html
+// renders the same html::Table.
+inline std::string markdown(const html::Table& t) {
+  std::string md = "|", rule = "|";
+  for (std::size_t i = 0; i < t.header.size(); ++i) md += " " + t.header[i] + " |", rule += i == 0 ? "---|" : "---:|";
   md += "\n" + rule + "\n";
-  auto row = [&](const eval::CategorySpread& c) {
-    md += "| " + c.name + " |";
-    for (const auto& m : c.metrics) md += " " + mean_std_cell(m) + " |";
+  for (const auto& row : t.rows) {
+    md += "|";
+    for (const auto& cell : row) md += " " + cell + " |";
     md += "\n";
-  };
-  for (const auto& c : s.categories) row(c);
-  row(s.mean);
+  }
   return md;
 }
 
@@ -168,6 +167,29 @@ inline html::Table html_runs_table(const eval::RunsSummary& s) {
   return t;
 }
 
+// The operating point at the calibrated thresholds: '-' where a category is uncalibrated or a
+// figure undefined (no positive decision: precision).
+inline html::Table operating_point_table(const eval::EvaluationReport& r) {
+  html::Table t;
+  t.caption = "operating point at the calibrated thresholds, in percent (-: uncalibrated or undefined)";
+  t.header = {"category", "calibration", "images", "I-threshold", "I-precision", "I-recall", "I-F1", "false alarms (good)",
+              "P-threshold", "P-precision", "P-recall", "P-IoU"};
+  auto number = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return std::isfinite(v) ? std::string(buf) : std::string("-");
+  };
+  auto pct = [](double v) { return std::isfinite(v) ? percent_or_na(v) : std::string("-"); };
+  auto row = [&](const eval::CategoryResult& c, bool mean) {
+    t.rows.push_back({c.name, mean ? "" : c.calibration, mean ? "" : std::to_string(c.calibration_images.size()), number(c.image_threshold),
+                      pct(c.image_precision), pct(c.image_recall), pct(c.image_f1), pct(c.false_alarm_rate), number(c.pixel_threshold),
+                      pct(c.pixel_precision), pct(c.pixel_recall), pct(c.pixel_iou)});
+  };
+  for (const auto& c : r.categories) row(c, false);
+  row(r.mean, true);
+  return t;
+}
+
 // The whole page: the metrics table (and the spread over the runs when there are several), the
 // notes on skipped pixel metrics, and per category the rows written while evaluating.
 inline html::Report eval_html_report(const eval::EvaluationReport& report, const eval::RunsSummary& summary,
@@ -176,6 +198,7 @@ inline html::Report eval_html_report(const eval::EvaluationReport& report, const
   page.title = "focuspatch-eval: " + report.setting + " setting, " + std::to_string(report.shots) + " shot(s)";
   page.facts = std::move(facts);
   page.tables.push_back(html_metrics_table(report));
+  page.tables.push_back(operating_point_table(report));
   if (summary.seeds.size() > 1) page.tables.push_back(html_runs_table(summary));
   page.notes = pixel_notes(report);
   for (const auto& c : report.categories) {

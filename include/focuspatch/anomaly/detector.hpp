@@ -9,11 +9,22 @@
 //              -> text map and focused keyword score against the unified keyword prompts
 //         -> fused map, upsampled bilinearly to the input resolution, Gaussian-smoothed
 //         -> image score from the fused map's top pixels and the focused text score
+//         -> decisions (anomaly/calibration.hpp): verdict and normalized score against the
+//            category's calibrated image threshold, a binary mask from its pixel threshold and
+//            the mask's defect regions (anomaly/defect_regions.hpp)
+//
+// Calibration is a method of the detector, so embedded users and the programs decide alike:
+// calibrate() scores normal images held out from the bank; calibrate_leave_one_shot_out() scores
+// each of k >= 2 shots against a bank of the other k - 1 (a bank one shot smaller scores normal
+// images a little higher, so these thresholds err towards fewer false alarms). The result is
+// stored in the memory bank and saved with it. A category with neither is uncalibrated: its
+// verdict says so, and no threshold is invented.
 //
 // The paper leaves the fusion weights open; ours are options with documented defaults.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -22,6 +33,8 @@
 #include <vector>
 
 #include "focuspatch/anomaly/anomaly_map.hpp"
+#include "focuspatch/anomaly/calibration.hpp"
+#include "focuspatch/anomaly/defect_regions.hpp"
 #include "focuspatch/anomaly/learned_prompts.hpp"
 #include "focuspatch/anomaly/memory_bank.hpp"
 #include "focuspatch/anomaly/patch_focus.hpp"
@@ -63,15 +76,32 @@ struct ImageFeatures {
 
 struct Detection {
   CategoryRoute route;
-  float image_score = 0, text_score = 0, visual_score = 0;
+  float image_score = 0, text_score = 0, visual_score = 0;  // raw scores
   AnomalyMap map;                          // fused, at the model's input resolution
   AnomalyMap text_map, visual_map;         // patch grids, before fusion
-  std::vector<FocusedKeyword> top_keywords;
+  std::vector<FocusedKeyword> top_keywords;  // the 3 best anomaly keywords
+  std::vector<FocusedKeyword> keywords;      // every anomaly keyword's focus, bank order
+
+  // ---- decisions, from the routed category's thresholds (anomaly/calibration.hpp) ----
+  DecisionThresholds thresholds;             // what the decisions below used
+  Verdict verdict = Verdict::Uncalibrated;   // image_score > thresholds.image: Anomalous
+  std::optional<float> normalized_score;     // 0.5 = the image threshold; absent when uncalibrated
+  // 1 where the map is above the pixel threshold, row-major mask_width x mask_height: the
+  // inspected image's size for detect(images), the map's for detect_features(). Empty without a
+  // pixel threshold.
+  int mask_width = 0, mask_height = 0;
+  std::vector<std::uint8_t> mask;
+  std::vector<DefectRegion> regions;         // connected components of the mask, in its pixels
 };
 
-// Thread safety: building (add_normal, set_memory, set_keywords, set_prompt_bank) and the first
-// detection of a category, which computes its keywords and background weights, change the
-// detector. After prepare(), the overloads taking a Workspace are const and may run from several
+struct CalibrationOptions {
+  double false_alarm_rate = kDefaultFalseAlarmRate;              // image level, on normal images
+  double pixel_false_alarm_rate = kDefaultPixelFalseAlarmRate;   // share of normal pixels above the pixel threshold
+};
+
+// Thread safety: building (add_normal, set_memory, set_keywords, set_prompt_bank, calibrate*,
+// set_threshold_override) and the first detection of a category, which computes its keywords and
+// background weights, change the detector. After prepare(), the overloads taking a Workspace are const and may run from several
 // threads at once, each thread with its own Workspace.
 template <class Backend = CpuBackend>
 class Detector {
@@ -113,6 +143,7 @@ class Detector {
     memory_ = std::move(bank);
     background_.clear();
     device_memory_.clear();
+    shot_features_.clear();
   }
 
   // ---- keywords --------------------------------------------------------------------------------
@@ -185,10 +216,126 @@ class Detector {
   // ---- few-shot memory -------------------------------------------------------------------------
   void add_normal(const std::string& category, std::span<const Image> shots, std::span<const std::string> names) {
     require(shots.size() == names.size(), "detector: ", shots.size(), " shots but ", names.size(), " names");
-    const auto features = encode(shots);
+    auto features = encode(shots);
     for (std::size_t i = 0; i < features.size(); ++i) memory_.add_shot(category, features[i].layer_patches, features[i].global, names[i]);
+    // Kept for leave-one-shot-out calibration, which needs the shots' text-path tokens too (the
+    // bank stores only what the visual memory searches).
+    auto& kept = shot_features_[category];
+    if (static_cast<std::int64_t>(kept.size()) + static_cast<std::int64_t>(features.size()) != memory_.shot_count(category)) kept.clear();
+    for (auto& f : features) kept.push_back(std::move(f));
     background_.erase(category);
     device_memory_.erase(category);
+  }
+
+  // ---- calibration (anomaly/calibration.hpp) ---------------------------------------------------
+  // Scores normal images of `category` that are not in the bank (the category is given, not
+  // routed) and stores the calibration in the memory bank. load(i) returns image i of
+  // names.size(); images are loaded one batch at a time, so a large calibration set never sits in
+  // memory at once.
+  const CategoryCalibration& calibrate(const std::string& category, std::span<const std::string> names,
+                                       const std::function<Image(std::size_t)>& load, const CalibrationOptions& options = {}) {
+    require(memory_.has_category(category), "calibration: the memory bank holds no category '", category, "'; add its shots first");
+    require(!names.empty(), "calibration of '", category, "': no normal images given");
+    // A shot scores near zero against its own bank: calibrating on it would set thresholds far too low.
+    const auto& shot_files = memory_.shot_files(category);
+    for (const auto& name : names)
+      require(std::find(shot_files.begin(), shot_files.end(), name) == shot_files.end(), "calibration of '", category, "': ", name,
+              " is one of the category's shots; calibration needs normal images that are not in the memory bank");
+    require_rate(options.false_alarm_rate, "calibration: false-alarm rate");
+    require_rate(options.pixel_false_alarm_rate, "calibration: pixel false-alarm rate");
+    prepare();
+    std::vector<double> scores;
+    std::vector<float> pixels;
+    const auto batch = static_cast<std::size_t>(options_.batch_size);
+    for (std::size_t begin = 0; begin < names.size(); begin += batch) {
+      std::vector<Image> images;
+      for (std::size_t i = begin; i < std::min(names.size(), begin + batch); ++i) images.push_back(load(i));
+      for (const auto& f : encode(images)) {
+        const Detection d = std::as_const(*this).score_features(f, category, nullptr);
+        scores.push_back(d.image_score);
+        pixels.insert(pixels.end(), d.map.values.begin(), d.map.values.end());
+      }
+    }
+    memory_.set_calibration(category, calibrate_from_scores(CalibrationMethod::HeldOutImages, {names.begin(), names.end()}, scores,
+                                                            std::move(pixels), options.false_alarm_rate, options.pixel_false_alarm_rate));
+    return *memory_.calibration(category);
+  }
+  const CategoryCalibration& calibrate(const std::string& category, std::span<const Image> images, std::span<const std::string> names,
+                                       const CalibrationOptions& options = {}) {
+    require(images.size() == names.size(), "calibration of '", category, "': ", images.size(), " images but ", names.size(), " names");
+    return calibrate(category, names, [&](std::size_t i) { return images[i]; }, options);
+  }
+
+  // Each shot scored against a bank of the category's other shots. Needs k >= 2 shots added with
+  // add_normal in this detector (a bank loaded from a file lacks the shots' text-path features).
+  const CategoryCalibration& calibrate_leave_one_shot_out(const std::string& category, const CalibrationOptions& options = {}) {
+    const std::int64_t k = memory_.shot_count(category);
+    require(k >= 2, "calibration of '", category, "': leave-one-shot-out needs at least 2 shots, the bank holds ", k,
+            "; give normal images held out from the bank instead");
+    auto it = shot_features_.find(category);
+    require(it != shot_features_.end() && static_cast<std::int64_t>(it->second.size()) == k, "calibration of '", category,
+            "': leave-one-shot-out needs the shots' features, kept only for shots added with add_normal in this detector; give ",
+            "normal images held out from the bank instead");
+    require_rate(options.false_alarm_rate, "calibration: false-alarm rate");
+    require_rate(options.pixel_false_alarm_rate, "calibration: pixel false-alarm rate");
+    prepare();
+    const std::vector<ImageFeatures>& shots = it->second;
+    const auto& files = memory_.shot_files(category);
+    std::vector<double> scores;
+    std::vector<float> pixels;
+    for (std::int64_t left_out = 0; left_out < k; ++left_out) {
+      MemoryBank others(memory_.layers(), memory_.feature_dim(), memory_.weights_id());
+      for (std::int64_t s = 0; s < k; ++s)
+        if (s != left_out)
+          others.add_shot(category, shots[static_cast<std::size_t>(s)].layer_patches, shots[static_cast<std::size_t>(s)].global,
+                          files[static_cast<std::size_t>(s)]);
+      const Detection d = std::as_const(*this).score_features(shots[static_cast<std::size_t>(left_out)], category, &others);
+      scores.push_back(d.image_score);
+      pixels.insert(pixels.end(), d.map.values.begin(), d.map.values.end());
+    }
+    memory_.set_calibration(category, calibrate_from_scores(CalibrationMethod::LeaveOneShotOut, files, scores, std::move(pixels),
+                                                            options.false_alarm_rate, options.pixel_false_alarm_rate));
+    return *memory_.calibration(category);
+  }
+
+  // Explicit thresholds replace the calibrated ones (not saved with the bank). category "" = every
+  // category without its own override; nullopt leaves that threshold as it is.
+  void set_threshold_override(const std::string& category, std::optional<double> image, std::optional<double> pixel) {
+    for (const auto* v : {&image, &pixel})
+      if (*v) require(std::isfinite(**v), "threshold override for '", category.empty() ? "every category" : category, "': ", **v,
+                      " is not a finite number");
+    auto& o = overrides_[category];
+    if (image) o.first = image;
+    if (pixel) o.second = pixel;
+  }
+  // The thresholds decisions for `category` use: its calibration, then the overrides.
+  DecisionThresholds thresholds(const std::string& category) const {
+    std::optional<double> image, pixel;
+    for (const std::string& key : {std::string(), category}) {
+      auto it = overrides_.find(key);
+      if (it == overrides_.end()) continue;
+      if (it->second.first) image = it->second.first;
+      if (it->second.second) pixel = it->second.second;
+    }
+    return thresholds_from(memory_.has_category(category) ? memory_.calibration(category) : nullptr, image, pixel);
+  }
+
+  // Fills d's decisions from its category's thresholds, with the mask and regions at width x
+  // height (the map is resampled bilinearly to that size when it differs).
+  void decide(Detection& d, int width, int height) const {
+    d.thresholds = thresholds(d.route.category);
+    d.verdict = d.thresholds.verdict(d.image_score);
+    const auto normalized = d.thresholds.normalized(d.image_score);
+    d.normalized_score = normalized ? std::optional<float>(static_cast<float>(*normalized)) : std::nullopt;
+    d.mask.clear();
+    d.regions.clear();
+    d.mask_width = d.mask_height = 0;
+    if (!d.thresholds.pixel) return;
+    const AnomalyMap map = d.map.width == width && d.map.height == height ? d.map : upsample_bilinear(d.map, height, width);
+    d.mask_width = width;
+    d.mask_height = height;
+    d.mask = threshold_mask(map, *d.thresholds.pixel);
+    d.regions = defect_regions(map, d.mask, d.keywords, d.text_map.width);
   }
 
   // ---- detection -------------------------------------------------------------------------------
@@ -211,7 +358,10 @@ class Detector {
     const auto features = encode(images, ws);
     std::vector<Detection> out;
     out.reserve(features.size());
-    for (const auto& f : features) out.push_back(detect_features(f));
+    for (std::size_t i = 0; i < features.size(); ++i) {
+      out.push_back(score_features(features[i], std::nullopt, nullptr));
+      decide(out.back(), images[i].width, images[i].height);
+    }
     return out;
   }
 
@@ -219,7 +369,17 @@ class Detector {
     prepare();
     return std::as_const(*this).detect_features(f, category);
   }
+  // Decisions at the map's resolution (the model's input size).
   Detection detect_features(const ImageFeatures& f, const std::optional<std::string>& category = std::nullopt) const {
+    Detection d = score_features(f, category, nullptr);
+    decide(d, static_cast<int>(d.map.width), static_cast<int>(d.map.height));
+    return d;
+  }
+
+ private:
+  // Raw scores and maps, no decisions. visual_bank: the bank the visual memory searches (nullptr:
+  // the detector's own; leave-one-shot-out passes a smaller one).
+  Detection score_features(const ImageFeatures& f, const std::optional<std::string>& category, const MemoryBank* visual_bank) const {
     // A NaN would reach the score as NaN, which passes every "score > threshold" test; a part
     // must never pass inspection because its numbers broke (see core/finite.hpp).
     require_finite_features(f);
@@ -236,7 +396,8 @@ class Detector {
     const std::int64_t P = f.text_patches.dim(0);
     const auto g = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(P))));
 
-    const std::vector<float> distances = visual_distances(cat, f.layer_patches);
+    const std::vector<float> distances =
+        visual_bank ? visual_bank->nearest_distances(cat, f.layer_patches) : visual_distances(cat, f.layer_patches);
     d.visual_map = AnomalyMap(g, g, distances);
 
     const KeywordEmbeddings& kw = prepared(keywords_, cat, "keywords");
@@ -245,6 +406,7 @@ class Detector {
     d.text_map = AnomalyMap::from_tensor(focus.anomaly_map);
     d.text_score = focus.image_score;
     d.top_keywords = focus.top_keywords(3);
+    d.keywords = focus.keywords;
 
     AnomalyMap fused(g, g);
     const auto w = static_cast<float>(options_.text_weight);
@@ -267,7 +429,6 @@ class Detector {
     return d;
   }
 
- private:
   // Backends that search the few-shot memory on their own device (CudaBackend) get each category's
   // rows uploaded once, in prepare(); the others search the host bank. Likewise for the final map's
   // upsampling and smoothing, the other per-image cost that grows with the image.
@@ -389,6 +550,8 @@ class Detector {
   std::map<std::string, KeywordEmbeddings> keywords_;
   std::map<std::string, std::vector<float>> background_;
   std::map<std::string, std::vector<typename Backend::Weight>> device_memory_;  // kDeviceMemorySearch only
+  std::map<std::string, std::vector<ImageFeatures>> shot_features_;  // per category, in shot order
+  std::map<std::string, std::pair<std::optional<double>, std::optional<double>>> overrides_;  // image, pixel; "" = all
 };
 
 }  // namespace focuspatch

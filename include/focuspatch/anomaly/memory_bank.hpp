@@ -14,6 +14,10 @@
 // A built bank is saved as a .fpw file (general.architecture = "focuspatch-memory") so the shots
 // are encoded once. It records an identifier of the CLIP weights it was built with; features
 // from other weights live in another space, so loading with a different identifier is refused.
+//
+// Each category may carry its calibration (anomaly/calibration.hpp): the thresholds and the normal
+// images' scores they came from are data of the deployment, so they travel with the bank. Format
+// version 2 added them; a version-1 file still loads, with every category uncalibrated.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -21,10 +25,12 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "focuspatch/anomaly/calibration.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
 #include "focuspatch/io/weight_file.hpp"
@@ -44,7 +50,8 @@ struct CategoryRoute {
 class MemoryBank {
  public:
   static constexpr const char* kArchitecture = "focuspatch-memory";
-  static constexpr std::int64_t kFormatVersion = 1;
+  static constexpr std::int64_t kFormatVersion = 2;  // 2: per-category calibration
+  static constexpr std::int64_t kOldestReadableVersion = 1;
   // Memory rows scored per matrix product: the similarity block is P x kDefaultBlockRows floats
   // (about 22 MB for a 37x37 patch grid), whatever the bank's size.
   static constexpr std::int64_t kDefaultBlockRows = 4096;
@@ -94,7 +101,22 @@ class MemoryBank {
       c.layer_patches[l].insert(c.layer_patches[l].end(), normalized[l].begin(), normalized[l].end());
     c.shots.insert(c.shots.end(), global.begin(), global.end());
     c.shot_files.push_back(std::move(shot_file));
+    // Thresholds describe the scores against the bank as it was; another shot changes them.
+    c.calibration.reset();
   }
+
+  // ---- calibration ----------------------------------------------------------------------------
+  // The category's calibration, or nullptr when it has none (never calibrated, a shot was added
+  // since, or the bank was saved before calibrations were stored).
+  const CategoryCalibration* calibration(const std::string& name) const {
+    const auto& c = category(name).calibration;
+    return c ? &*c : nullptr;
+  }
+  void set_calibration(const std::string& name, CategoryCalibration calibration) {
+    validate_calibration(calibration, "memory bank: calibration of '" + name + "'");
+    categories_.at(category_key(name)).calibration = std::move(calibration);
+  }
+  void clear_calibration(const std::string& name) { categories_.at(category_key(name)).calibration.reset(); }
 
   // ---- what the bank holds --------------------------------------------------------------------
   const std::vector<std::int64_t>& layers() const { return layers_; }
@@ -203,8 +225,12 @@ class MemoryBank {
 
   // ---- persistence ----------------------------------------------------------------------------
   // Metadata: general.architecture, memory.version, memory.weights_id, memory.feature_dim,
-  // memory.layers, memory.categories (sorted), memory.category.<i>.shot_files. Tensors (f32, so a
-  // round trip is exact): category.<i>.shots [k, D] and category.<i>.layer.<j>.patches [N, D].
+  // memory.layers, memory.categories (sorted), memory.category.<i>.shot_files; for a calibrated
+  // category memory.category.<i>.calibration.{method (string), false_alarm_rate,
+  // pixel_false_alarm_rate, image_threshold, image_normal_level, pixel_threshold,
+  // pixel_normal_level (floats), pixel_count (int), images (strings), image_scores (floats)}.
+  // Tensors (f32, so a round trip is exact): category.<i>.shots [k, D] and
+  // category.<i>.layer.<j>.patches [N, D].
   void save(const std::filesystem::path& path) const {
     require(!empty(), path.string(), ": refusing to save an empty memory bank");
     WeightWriter w;
@@ -218,6 +244,20 @@ class MemoryBank {
     for (const auto& [name, c] : categories_) {
       const std::string prefix = "category." + std::to_string(i);
       w.set_meta("memory." + prefix + ".shot_files", fpw::MetaValue::of(c.shot_files));
+      if (c.calibration) {
+        const CategoryCalibration& cal = *c.calibration;
+        const std::string k = "memory." + prefix + ".calibration.";
+        w.set_meta(k + "method", calibration_method_name(cal.method));
+        w.set_meta(k + "false_alarm_rate", cal.false_alarm_rate);
+        w.set_meta(k + "pixel_false_alarm_rate", cal.pixel_false_alarm_rate);
+        w.set_meta(k + "image_threshold", cal.image_threshold);
+        w.set_meta(k + "image_normal_level", cal.image_normal_level);
+        w.set_meta(k + "pixel_threshold", cal.pixel_threshold);
+        w.set_meta(k + "pixel_normal_level", cal.pixel_normal_level);
+        w.set_meta(k + "pixel_count", static_cast<std::int64_t>(cal.pixel_count));
+        w.set_meta(k + "images", fpw::MetaValue::of(cal.images));
+        w.set_meta(k + "image_scores", fpw::MetaValue::of(cal.image_scores));
+      }
       const auto k = static_cast<std::int64_t>(c.shot_files.size());
       w.add_tensor(prefix + ".shots", DType::F32, FloatTensor({k, feature_dim_}, c.shots));
       for (std::size_t l = 0; l < layers_.size(); ++l) {
@@ -239,8 +279,8 @@ class MemoryBank {
     require(arch == kArchitecture, where, ": not a focuspatch memory bank (general.architecture is '", arch, "', expected '",
             kArchitecture, "')");
     const std::int64_t version = f.meta_int("memory.version");
-    require(version == kFormatVersion, where, ": memory bank format version ", version, " is not supported (this build reads ",
-            kFormatVersion, ")");
+    require(version >= kOldestReadableVersion && version <= kFormatVersion, where, ": memory bank format version ", version,
+            " is not supported (this build reads ", kOldestReadableVersion, " to ", kFormatVersion, ")");
     const std::string& built_with = f.meta_string("memory.weights_id");
     require(built_with == expected_weights_id, where, ": this memory bank was built with CLIP weights '", built_with,
             "' but the weights in use are '", expected_weights_id,
@@ -280,6 +320,7 @@ class MemoryBank {
         n = v.shape[0];
         c.layer_patches.push_back(read_rows(f, tensor, v.shape, names[i]));
       }
+      if (version >= 2 && f.has_meta("memory." + prefix + ".calibration.method")) c.calibration = read_calibration(f, prefix, names[i]);
       bank.categories_.emplace(names[i], std::move(c));
     }
     return bank;
@@ -292,7 +333,33 @@ class MemoryBank {
     std::vector<std::vector<float>> layer_patches;  // per layer, row-major [N, D]
     std::vector<float> shots;                       // row-major [k, D]
     std::vector<std::string> shot_files;
+    std::optional<CategoryCalibration> calibration;
   };
+
+  const std::string& category_key(const std::string& name) const {
+    category(name);  // the error naming the categories held
+    return name;
+  }
+
+  static CategoryCalibration read_calibration(const WeightFile& f, const std::string& prefix, const std::string& name) {
+    const std::string k = "memory." + prefix + ".calibration.";
+    const std::string where = f.path() + ": calibration of category '" + name + "'";
+    CategoryCalibration c;
+    c.method = parse_calibration_method(f.meta_string(k + "method"), where);
+    c.false_alarm_rate = f.meta_float(k + "false_alarm_rate");
+    c.pixel_false_alarm_rate = f.meta_float(k + "pixel_false_alarm_rate");
+    c.image_threshold = f.meta_float(k + "image_threshold");
+    c.image_normal_level = f.meta_float(k + "image_normal_level");
+    c.pixel_threshold = f.meta_float(k + "pixel_threshold");
+    c.pixel_normal_level = f.meta_float(k + "pixel_normal_level");
+    const std::int64_t pixels = f.meta_int(k + "pixel_count");
+    require(pixels > 0, where, ": pixel_count is ", pixels);
+    c.pixel_count = static_cast<std::uint64_t>(pixels);
+    c.images = f.meta_strings(k + "images");
+    c.image_scores = f.meta_floats(k + "image_scores");
+    validate_calibration(c, where);
+    return c;
+  }
 
   const Category& category(const std::string& name) const {
     require(!empty(), "memory bank: it is empty (no shots added), cannot look up category '", name, "'");

@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -275,5 +276,61 @@ class PixelScoreAccumulator {
   std::uint64_t positives_ = 0;
   bool sorted_ = true;
 };
+
+// ---- operating point: the metrics at one fixed threshold ----------------------------------------
+// What a deployed detector does at its calibrated threshold (anomaly/calibration.hpp): a sample is
+// predicted anomalous when its score is strictly ABOVE the threshold (a score equal to it is
+// normal, as the verdict decides). Zero divisions give 0, as scikit-learn 1.2's precision_score,
+// recall_score, f1_score and jaccard_score do by default (zero_division="warn"), except the
+// false-alarm rate without normal samples, which is NaN (undefined; written as null in JSON).
+struct OperatingPoint {
+  std::uint64_t tp = 0, fp = 0, tn = 0, fn = 0;
+  double threshold = 0.0;
+
+  static double ratio(std::uint64_t num, std::uint64_t den) { return den ? static_cast<double>(num) / static_cast<double>(den) : 0.0; }
+  double precision() const { return ratio(tp, tp + fp); }
+  double recall() const { return ratio(tp, tp + fn); }
+  double f1() const { return ratio(2 * tp, 2 * tp + fp + fn); }
+  double iou() const { return ratio(tp, tp + fp + fn); }  // of the anomalous class (jaccard_score)
+  double false_alarm_rate() const {
+    return fp + tn ? static_cast<double>(fp) / static_cast<double>(fp + tn) : std::numeric_limits<double>::quiet_NaN();
+  }
+};
+
+// Counts predictions against labels (nonzero = anomalous) at a fixed threshold, batch by batch
+// (pixel maps need not be kept).
+class OperatingPointCounter {
+ public:
+  explicit OperatingPointCounter(double threshold) {
+    require(std::isfinite(threshold), "operating point: threshold ", threshold, " is not finite");
+    point_.threshold = threshold;
+  }
+  template <class Score>
+  void add(std::span<const Score> scores, std::span<const std::uint8_t> labels, std::string_view what = "scores") {
+    detail::check_lengths(scores.size(), labels.size(), what);
+    for (std::size_t i = 0; i < scores.size(); ++i) {
+      require(std::isfinite(static_cast<double>(scores[i])), what, ": score ", i, " is ", scores[i], " (scores must be finite)");
+      add_decision(static_cast<double>(scores[i]) > point_.threshold, labels[i] != 0);
+    }
+  }
+  // A decision taken elsewhere (e.g. by a detector whose threshold depends on the image's route).
+  void add_decision(bool predicted, bool actual) { (predicted ? (actual ? point_.tp : point_.fp) : (actual ? point_.fn : point_.tn)) += 1; }
+  // Masks of predictions and labels (nonzero = anomalous), pixel by pixel.
+  void add_decisions(std::span<const std::uint8_t> predicted, std::span<const std::uint8_t> labels, std::string_view what = "mask") {
+    detail::check_lengths(predicted.size(), labels.size(), what);
+    for (std::size_t i = 0; i < predicted.size(); ++i) add_decision(predicted[i] != 0, labels[i] != 0);
+  }
+  const OperatingPoint& point() const { return point_; }
+
+ private:
+  OperatingPoint point_;
+};
+
+inline OperatingPoint operating_point(std::span<const double> scores, std::span<const std::uint8_t> labels, double threshold,
+                                      std::string_view what = "scores") {
+  OperatingPointCounter c(threshold);
+  c.add(scores, labels, what);
+  return c.point();
+}
 
 }  // namespace focuspatch::eval

@@ -28,56 +28,11 @@
 #include <string_view>
 #include <vector>
 
+#include "focuspatch/anomaly/defect_regions.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/eval/metrics.hpp"
 
 namespace focuspatch::eval {
-
-// Connected components of a mask's nonzero pixels, 8-connected. labels[i] is 0 for background and
-// 1..count for the region holding pixel i (row-major), numbered in raster order of first pixel.
-struct RegionLabels {
-  std::vector<std::uint32_t> labels;
-  std::vector<std::uint32_t> sizes;  // sizes[r - 1] = pixel count of region r
-  std::uint32_t count() const { return static_cast<std::uint32_t>(sizes.size()); }
-};
-
-inline RegionLabels label_regions(std::span<const std::uint8_t> mask, int width, int height,
-                                  std::string_view what = "mask") {
-  require(width > 0 && height > 0, what, ": mask has size ", width, "x", height);
-  const auto w = static_cast<std::size_t>(width);
-  const auto h = static_cast<std::size_t>(height);
-  require(mask.size() == w * h, what, ": mask holds ", mask.size(), " pixels, a ", width, "x", height,
-          " mask has ", w * h);
-  RegionLabels out;
-  out.labels.assign(mask.size(), 0);
-  std::vector<std::size_t> stack;
-  for (std::size_t start = 0; start < mask.size(); ++start) {
-    if (mask[start] == 0 || out.labels[start] != 0) continue;
-    require(out.sizes.size() < std::numeric_limits<std::uint32_t>::max() - 1, what, ": too many regions");
-    const auto id = static_cast<std::uint32_t>(out.sizes.size() + 1);
-    std::uint32_t size = 0;
-    out.labels[start] = id;
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const std::size_t p = stack.back();
-      stack.pop_back();
-      ++size;
-      const std::size_t y = p / w;
-      const std::size_t x = p % w;
-      for (std::size_t ny = (y > 0 ? y - 1 : 0); ny <= std::min(y + 1, h - 1); ++ny) {
-        for (std::size_t nx = (x > 0 ? x - 1 : 0); nx <= std::min(x + 1, w - 1); ++nx) {
-          const std::size_t q = ny * w + nx;
-          if (mask[q] != 0 && out.labels[q] == 0) {
-            out.labels[q] = id;
-            stack.push_back(q);
-          }
-        }
-      }
-    }
-    out.sizes.push_back(size);
-  }
-  return out;
-}
 
 struct ProPoint {
   double fpr = 0.0;

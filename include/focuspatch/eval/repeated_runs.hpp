@@ -35,6 +35,7 @@ struct MetricAccessor {
 inline std::vector<MetricAccessor> category_metrics() {
   using Value = std::optional<double>;
   auto pixel = [](double v, const CategoryResult& c) { return c.pixel_evaluated ? Value(v) : std::nullopt; };
+  auto finite = [](double v) { return std::isfinite(v) ? Value(v) : std::nullopt; };
   return {
       {"routed", [](const CategoryResult& c) {
          return c.test_images == 0 ? std::nullopt
@@ -47,6 +48,14 @@ inline std::vector<MetricAccessor> category_metrics() {
       {"pixel_ap", [pixel](const CategoryResult& c) { return pixel(c.pixel.average_precision, c); }},
       {"pixel_f1_max", [pixel](const CategoryResult& c) { return pixel(c.pixel.f1_max, c); }},
       {"aupro", [pixel](const CategoryResult& c) { return pixel(c.aupro, c); }},
+      // The operating point at the calibrated thresholds: NaN (uncalibrated, undefined) is "not measured".
+      {"image_precision", [finite](const CategoryResult& c) { return finite(c.image_precision); }},
+      {"image_recall", [finite](const CategoryResult& c) { return finite(c.image_recall); }},
+      {"image_f1", [finite](const CategoryResult& c) { return finite(c.image_f1); }},
+      {"false_alarm_rate", [finite](const CategoryResult& c) { return finite(c.false_alarm_rate); }},
+      {"pixel_precision", [finite](const CategoryResult& c) { return finite(c.pixel_precision); }},
+      {"pixel_recall", [finite](const CategoryResult& c) { return finite(c.pixel_recall); }},
+      {"pixel_iou", [finite](const CategoryResult& c) { return finite(c.pixel_iou); }},
   };
 }
 
