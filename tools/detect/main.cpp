@@ -13,6 +13,7 @@
 #include "common/device_option.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/io/json.hpp"
+#include "focuspatch/io/output_file.hpp"
 #include "focuspatch/io/npy.hpp"
 
 namespace {
@@ -117,9 +118,7 @@ int run(int argc, char** argv) {
     }
     w.end_array().end_object();
     const fs::path results = fs::path(*out_dir) / "results.json";
-    std::ofstream f(results, std::ios::binary);
-    f << w.str() << "\n";
-    require(f.good(), results.string(), ": write failed");
+    write_file(results, w.str() + "\n");
     std::cout << "wrote " << images.size() << " overlay(s), maps and " << results.string() << "\n";
     return 0;
   });

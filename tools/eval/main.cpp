@@ -15,6 +15,7 @@
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/eval/evaluation.hpp"
 #include "focuspatch/io/json.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace {
 
@@ -157,7 +158,7 @@ int run(int argc, char** argv) {
     std::snprintf(timing, sizeof timing, "\nmemory bank: %.2f s; keyword prompts: %.2f s; detection: %.2f s for %zu images (%.2f images/s)\n",
                   report.memory_seconds, report.prompt_seconds, report.detect_seconds, report.mean.test_images, images_per_second);
     md += timing;
-    std::ofstream(fs::path(*out_dir) / "results.md") << md;
+    write_file(fs::path(*out_dir) / "results.md", md);
 
     json::Writer w(1);
     w.begin_object().member("weights", args.get_or("weights", "")).member("data", *data_root).member("device", device);
@@ -178,9 +179,7 @@ int run(int argc, char** argv) {
     }
     w.end_array().end_object();
     const fs::path json_path = fs::path(*out_dir) / "results.json";
-    std::ofstream f(json_path, std::ios::binary);
-    f << w.str() << "\n";
-    require(f.good(), json_path.string(), ": write failed");
+    write_file(json_path, w.str() + "\n");
 
     std::cout << table << timing << "wrote " << (fs::path(*out_dir) / "results.md").string() << ", " << json_path.string() << " and overlays in "
               << (fs::path(*out_dir) / "overlays").string() << "\n";

@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/io/input_file.hpp"
 #include "focuspatch/io/json.hpp"
 
 namespace focuspatch::eval {
@@ -158,18 +159,28 @@ inline void require_dir(const fs::path& p, std::string_view role) {
   require(fs::is_directory(p, ec), p.string(), ": ", role, " is not a directory");
 }
 
-// Entries of a directory (files or folders), not hidden, sorted; errors name the directory.
+// Entries of a directory (files or folders), not hidden, sorted; errors name the directory. An
+// entry that is neither (a symbolic link that loops or dangles, one whose type cannot be read, a
+// FIFO or device) is refused naming it: skipping it would evaluate a category on fewer images
+// than it has, without a word.
 inline std::vector<fs::path> list_dir(const fs::path& dir, bool want_dirs) {
   std::vector<fs::path> out;
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   require(!ec, dir.string(), ": cannot list the directory (", ec.message(), ")");
-  for (const fs::directory_entry& e : it) {
+  for (auto end = fs::directory_iterator(); it != end; it.increment(ec)) {
+    const fs::directory_entry& e = *it;
     if (is_hidden(e.path())) continue;
     std::error_code type_ec;
-    const bool d = e.is_directory(type_ec);
-    if (want_dirs ? d : (!d && e.is_regular_file(type_ec))) out.push_back(e.path());
+    const fs::file_status st = e.status(type_ec);  // follows symbolic links
+    require(!type_ec, e.path().string(), ": cannot tell what this entry is (", type_ec.message(),
+            "); a broken or looping symbolic link? remove or fix it");
+    const bool d = fs::is_directory(st);
+    require(d || fs::is_regular_file(st), e.path().string(), ": is neither a file nor a folder (a FIFO, socket or device)",
+            "; remove it from the dataset");
+    if (want_dirs == d) out.push_back(e.path());
   }
+  require(!ec, dir.string(), ": cannot list the directory (", ec.message(), ")");
   std::sort(out.begin(), out.end(), path_less);
   return out;
 }
@@ -194,11 +205,8 @@ inline std::vector<fs::path> list_images(const fs::path& dir, std::string_view r
 }
 
 inline std::string read_text_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  require(in.good(), p.string(), ": cannot open the file");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  require(!in.bad(), p.string(), ": read error");
-  return text;
+  // Split files (CSV, JSON) list image paths: even a million entries is well under 1 GiB.
+  return read_file_bounded(p.string(), std::uint64_t{1} << 30, "split file");
 }
 
 // RFC 4180 CSV: comma-separated, fields optionally in double quotes with "" for a quote, LF or CRLF
