@@ -54,6 +54,15 @@ int main(int argc, char** argv) {
     f16.dtype = DType::F16;
     write_clip_weights(random_clip_plan(tiny_config(), 1), f16, (out / "tiny_model_f16.fpw").string());
 
+    // Configuration numbers every load must refuse, naming the field: so the fuzzer starts on
+    // both sides of ClipConfig's checks (a NaN logit scale, a zero image std).
+    ClipConfig nan_scale = tiny_config();
+    nan_scale.logit_scale = std::nanf("");
+    write_clip_weights(random_clip_plan(nan_scale, 1), f16, (out / "nan_logit_scale.fpw").string());
+    ClipConfig zero_std = tiny_config();
+    zero_std.image_std[1] = 0.0f;
+    write_clip_weights(random_clip_plan(zero_std, 1), f16, (out / "zero_image_std.fpw").string());
+
     // Metadata of every kind, tensors of every storage type, keyword embeddings and learned prompts.
     WeightWriter w;
     w.set_meta("int", std::int64_t{-7});

@@ -126,11 +126,12 @@ struct ClipConfig {
     c.text.context_length = get_int("clip.text.context_length");
     c.text.vocab_size = get_int("clip.text.vocab_size");
     c.embed_dim = get_int("clip.embed_dim");
-    // Stored as doubles; one outside float's range would not survive the conversion (undefined
-    // behaviour), so each is refused here, naming it, and the ranges are checked by validate().
+    // Stored as doubles; a finite one outside float's range would not survive the conversion
+    // (undefined behaviour), so it is refused here, naming it; NaN and infinity convert exactly
+    // and are refused by validate(), with every other value out of its range.
     auto to_float = [&](double v, const std::string& key) {
-      require(!(std::fabs(v) > static_cast<double>(std::numeric_limits<float>::max())), f.path(), ": metadata '", key, "' = ", v,
-              " is out of range");
+      require(!std::isfinite(v) || std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()), f.path(), ": metadata '",
+              key, "' = ", v, " is out of range");
       return static_cast<float>(v);
     };
     c.layer_norm_eps = to_float(f.meta_float("clip.layer_norm_eps"), "clip.layer_norm_eps");
