@@ -56,12 +56,12 @@ int main(int argc, char** argv) {
 
     // Configuration numbers every load must refuse, naming the field: so the fuzzer starts on
     // both sides of ClipConfig's checks (a NaN logit scale, a zero image std).
-    ClipConfig nan_scale = tiny_config();
-    nan_scale.logit_scale = std::nanf("");
-    write_clip_weights(random_clip_plan(nan_scale, 1), f16, (out / "nan_logit_scale.fpw").string());
-    ClipConfig zero_std = tiny_config();
-    zero_std.image_std[1] = 0.0f;
-    write_clip_weights(random_clip_plan(zero_std, 1), f16, (out / "zero_image_std.fpw").string());
+    ConversionPlan nan_scale = random_clip_plan(tiny_config(), 1);
+    nan_scale.config.logit_scale = std::nanf("");
+    write_clip_weights(nan_scale, f16, (out / "nan_logit_scale.fpw").string());
+    ConversionPlan zero_std = random_clip_plan(tiny_config(), 1);
+    zero_std.config.image_std[1] = 0.0f;
+    write_clip_weights(zero_std, f16, (out / "zero_image_std.fpw").string());
 
     // Metadata of every kind, tensors of every storage type, keyword embeddings and learned prompts.
     WeightWriter w;
