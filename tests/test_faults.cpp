@@ -34,6 +34,7 @@
 #include "focuspatch/eval/evaluation.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/checkpoint.hpp"
+#include "focuspatch/io/directory_listing.hpp"
 #include "focuspatch/io/json.hpp"
 #include "focuspatch/io/npy.hpp"
 #include "focuspatch/io/output_file.hpp"
@@ -757,7 +758,30 @@ TEST_CASE("a dataset entry whose type cannot be read is refused, naming it, not 
   std::string msg = error_of([&] { eval::load_dataset(root.string(), "mvtec", {}); });
   CHECK(contains(msg, loop.string() + ": cannot tell what this entry is ("));
   CHECK(contains(msg, "a broken or looping symbolic link?"));
+  // The same listing serves the programs' --image and --normal folders.
+  CHECK(contains(error_of([&] { list_directory(folder, true); }), loop.string() + ": cannot tell what this entry is"));
+  if (test::have_shared_vocab()) {
+    const std::string weights = (scratch() / "tiny_vocab_listing.fpw").string();
+    REQUIRE(test::run_tool("focuspatch-convert", "--random tiny --seed 5 --vocab " + test::shared_vocab_path().string() + " -o " + weights,
+                           scratch() / "convert_listing.log")
+                .status == 0);
+    const auto r = test::run_tool("focuspatch-detect", "--weights " + weights + " --normal washer=" + (root / "washer/train/good").string() +
+                                                           " --image " + folder.string() + " --out " + (scratch() / "listing_out").string(),
+                                  scratch() / "detect_listing.log");
+    CHECK(r.status == 1);
+    CHECK(contains(r.output, loop.string() + ": cannot tell what this entry is"));
+  } else {
+    MESSAGE("skipped focuspatch-detect on a looping link: ", test::shared_vocab_path().string(), " is absent");
+  }
   fs::remove(loop);
+  // Hidden entries (an output's temporary, say) are left out, the rest sorted.
+  { std::ofstream(folder / ".000.png.1-0.partial") << "x"; }
+  const std::vector<DirectoryEntry> listed = list_directory(folder, false);
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].path == folder / "000.png");
+  CHECK_FALSE(listed[0].is_directory);
+  CHECK(list_directory(folder, true).size() == 2);
+  fs::remove(folder / ".000.png.1-0.partial");
 
   const fs::path dangling = folder / "002.png";
   fs::create_symlink("/nonexistent/002.png", dangling);

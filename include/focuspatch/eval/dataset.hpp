@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/io/directory_listing.hpp"
 #include "focuspatch/io/input_file.hpp"
 #include "focuspatch/io/json.hpp"
 
@@ -137,10 +138,7 @@ inline bool is_image_file(const fs::path& p) {
   const std::string ext = lower(p.extension().string());
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
-inline bool is_hidden(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return !name.empty() && name[0] == '.';
-}
+inline bool is_hidden(const fs::path& p) { return is_hidden_name(p); }  // io/directory_listing.hpp
 inline bool path_less(const fs::path& a, const fs::path& b) { return a.generic_string() < b.generic_string(); }
 
 inline bool is_dir(const fs::path& p) {
@@ -159,29 +157,12 @@ inline void require_dir(const fs::path& p, std::string_view role) {
   require(fs::is_directory(p, ec), p.string(), ": ", role, " is not a directory");
 }
 
-// Entries of a directory (files or folders), not hidden, sorted; errors name the directory. An
-// entry that is neither (a symbolic link that loops or dangles, one whose type cannot be read, a
-// FIFO or device) is refused naming it: skipping it would evaluate a category on fewer images
-// than it has, without a word.
+// Entries of a directory (files or folders), not hidden, sorted; errors name the directory, or an
+// entry that is neither (io/directory_listing.hpp: refused, never skipped).
 inline std::vector<fs::path> list_dir(const fs::path& dir, bool want_dirs) {
   std::vector<fs::path> out;
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  require(!ec, dir.string(), ": cannot list the directory (", ec.message(), ")");
-  for (auto end = fs::directory_iterator(); it != end; it.increment(ec)) {
-    const fs::directory_entry& e = *it;
-    if (is_hidden(e.path())) continue;
-    std::error_code type_ec;
-    const fs::file_status st = e.status(type_ec);  // follows symbolic links
-    require(!type_ec, e.path().string(), ": cannot tell what this entry is (", type_ec.message(),
-            "); a broken or looping symbolic link? remove or fix it");
-    const bool d = fs::is_directory(st);
-    require(d || fs::is_regular_file(st), e.path().string(), ": is neither a file nor a folder (a FIFO, socket or device)",
-            "; remove it from the dataset");
-    if (want_dirs == d) out.push_back(e.path());
-  }
-  require(!ec, dir.string(), ": cannot list the directory (", ec.message(), ")");
-  std::sort(out.begin(), out.end(), path_less);
+  for (const DirectoryEntry& e : list_directory(dir, /*include_hidden=*/false))
+    if (e.is_directory == want_dirs) out.push_back(e.path);
   return out;
 }
 
