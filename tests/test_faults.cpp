@@ -591,6 +591,24 @@ TEST_CASE("output files: whole or not at all, every failure an error naming the 
     CHECK(contains(r.output, "No space left on device"));
     CHECK_FALSE(contains(r.output, "wrote "));
     CHECK(files_under(out).empty());
+
+    // focuspatch-eval never checked its results.md; without overlays it is the first file written.
+    const fs::path data = scratch() / "full_data";
+    fs::remove_all(data);
+    SyntheticDatasetOptions o;
+    o.image_size = 32;
+    o.train_good = 1;
+    o.test_good = 1;
+    o.test_per_defect = 1;
+    o.categories = {"washer"};
+    write_synthetic_dataset(data, o);
+    const auto e = test::run_tool("focuspatch-eval", "--weights " + weights + " --data " + data.string() +
+                                                         " --shots 1 --overlays 0 --quiet --out " + out.string(),
+                                  scratch() / "eval_full.log");
+    INFO(e.output);
+    CHECK(e.status == 1);
+    CHECK(contains(e.output, (out / "results.md").string() + ": write failed (No space left on device"));
+    CHECK(files_under(out).empty());
   }
 }
 
