@@ -258,6 +258,9 @@ inline void image(Bytes input) {
   options.keep_alpha = input.size() % 2 == 1;
   const Image img = decode_image(std::as_bytes(input), "fuzz.img", options);
   check_image(img, "fuzz.img");
+  // The same bytes as a ground-truth mask (16-bit values kept non-zero, alpha ignored).
+  const BinaryMask mask = decode_mask(std::as_bytes(input), "fuzz.img", options);
+  if (mask.width != img.width || mask.height != img.height || mask.anomalous.size() != img.pixel_count()) std::abort();
   ClipPreprocess p;
   p.resolution = 16;
   const FloatTensor t = preprocess_clip(img, p);
@@ -319,8 +322,9 @@ inline const std::filesystem::path& dataset_roots() {
   return root;
 }
 
-// Creates the relative paths listed one per line (a trailing '/' makes a folder), skipping any
-// that could leave the folder; at most 64 of them.
+// Creates the relative paths listed one per line (a trailing '/' makes a folder, "name -> target"
+// a symbolic link to a relative target, which may dangle or loop), skipping any that could leave
+// the folder; at most 64 of them.
 inline void make_tree(const std::filesystem::path& root, std::string_view listing) {
   std::size_t made = 0;
   for (std::size_t start = 0; start < listing.size() && made < 64;) {
@@ -329,12 +333,18 @@ inline void make_tree(const std::filesystem::path& root, std::string_view listin
     const std::string_view line = listing.substr(start, end - start);
     start = end + 1;
     if (line.empty() || line.size() > 200 || line.front() == '/' || line.find('\0') != std::string_view::npos) continue;
-    const std::filesystem::path rel(line);
-    bool safe = true;
+    const std::size_t arrow = line.find(" -> ");
+    const std::filesystem::path rel(line.substr(0, arrow));
+    const std::filesystem::path target(arrow == std::string_view::npos ? std::string_view() : line.substr(arrow + 4));
+    bool safe = !rel.empty() && !target.is_absolute();
     for (const auto& part : rel) safe = safe && part != ".." && part != ".";
+    for (const auto& part : target) safe = safe && part != "..";
     if (!safe) continue;
     std::error_code ec;
-    if (line.back() == '/') std::filesystem::create_directories(root / rel, ec);
+    if (arrow != std::string_view::npos) {
+      std::filesystem::create_directories((root / rel).parent_path(), ec);
+      if (!ec) std::filesystem::create_symlink(target, root / rel, ec);
+    } else if (line.back() == '/') std::filesystem::create_directories(root / rel, ec);
     else {
       std::filesystem::create_directories((root / rel).parent_path(), ec);
       if (!ec && !std::filesystem::exists(root / rel, ec)) std::ofstream(root / rel) << 'x';

@@ -54,6 +54,15 @@ int main(int argc, char** argv) {
     f16.dtype = DType::F16;
     write_clip_weights(random_clip_plan(tiny_config(), 1), f16, (out / "tiny_model_f16.fpw").string());
 
+    // Configuration numbers every load must refuse, naming the field: so the fuzzer starts on
+    // both sides of ClipConfig's checks (a NaN logit scale, a zero image std).
+    ConversionPlan nan_scale = random_clip_plan(tiny_config(), 1);
+    nan_scale.config.logit_scale = std::nanf("");
+    write_clip_weights(nan_scale, f16, (out / "nan_logit_scale.fpw").string());
+    ConversionPlan zero_std = random_clip_plan(tiny_config(), 1);
+    zero_std.config.image_std[1] = 0.0f;
+    write_clip_weights(zero_std, f16, (out / "zero_image_std.fpw").string());
+
     // Metadata of every kind, tensors of every storage type, keyword embeddings and learned prompts.
     WeightWriter w;
     w.set_meta("int", std::int64_t{-7});

@@ -44,12 +44,13 @@ TEST_CASE("focuspatch-detect writes overlays, maps and scores, and reuses a save
   };
   const json::Value first = run(normals, (tmp / "a").string());
   REQUIRE(fs::exists(bank));
-  // report.html shows both images and their heat maps in a headless browser (skipped without one).
+  // report.html shows both images, their heat maps and predicted masks (2 shots per category:
+  // calibrated leave-one-shot-out) in a headless browser (skipped without one).
   if (const auto browser = test::find_browser()) {
     const test::PageCheck page = test::check_page_in_browser(*browser, tmp / "a" / "report.html", tmp.path());
     INFO(test::summary(page));
     REQUIRE(page.loaded);
-    CHECK(page.images == 2 * 2);
+    CHECK(page.images == 2 * 3);
     CHECK(page.broken.empty());
     CHECK(page.errors.empty());
     CHECK(page.external.empty());

@@ -80,8 +80,14 @@ TEST_CASE("focuspatch-eval reports metrics that follow from the scores it writes
       CHECK(c.at(key).as_double() <= 1.0);
     }
     mean += c.at("image_auroc").as_double() / 2;
-    // Overlays: the default 3 per category of anomalous images and as many normal ones (2 exist).
-    CHECK(std::distance(fs::directory_iterator(fs::path(out) / "overlays" / name), fs::directory_iterator{}) == 3 + 2);
+    // Overlays: the default 3 per category of anomalous images and as many normal ones (2 exist),
+    // each with its predicted mask (the categories are calibrated leave-one-shot-out or on the
+    // training images outside the shots).
+    std::size_t overlay_files = 0, mask_files = 0;
+    for (const auto& e : fs::directory_iterator(fs::path(out) / "overlays" / name))
+      ++(e.path().stem().string().ends_with("_mask") ? mask_files : overlay_files);
+    CHECK(overlay_files == 3 + 2);
+    CHECK(mask_files == 3 + 2);
   }
   CHECK(res.at("mean").at("image_auroc").as_double() == doctest::Approx(mean).epsilon(1e-12));
   CHECK(fs::exists(fs::path(out) / "results.md"));
@@ -256,8 +262,9 @@ TEST_CASE("focuspatch-eval report.html opens offline, from a moved folder, with 
   const test::PageCheck c = test::check_page_in_browser(*browser, moved / "report.html", f.tmp.path());
   INFO(test::summary(c));
   REQUIRE(c.loaded);
-  // Per category 2 anomalous rows (image, ground truth, heat map) and 2 normal rows (image, heat map).
-  CHECK(c.images == 2 * (2 * 3 + 2 * 2));
+  // Per category 2 anomalous rows (image, ground truth, heat map, predicted mask) and 2 normal rows
+  // (image, heat map, predicted mask).
+  CHECK(c.images == 2 * (2 * 4 + 2 * 3));
   CHECK(c.broken.empty());
   CHECK(c.errors.empty());
   CHECK(c.external.empty());

@@ -66,5 +66,8 @@ TEST_CASE("torch: hostile pickles are refused with an Error instead of exhaustin
 
 TEST_CASE("image: a JPEG scan using an undefined Huffman table is refused before stb_image decodes it") {
   check_refused("image", focuspatch::fuzz::image,
-                {{"progressive_undefined_ac_table.jpg", "a scan uses a Huffman table that no DHT segment defines"}});
+                {{"progressive_undefined_ac_table.jpg", "a scan uses a Huffman table that no DHT segment defines"},
+                 // A PNG header of 0xFFFFFFFF x 0xFFFFFFFF: the pixel count was formed in signed 64-bit
+                 // arithmetic, which overflows (UBSan), before the limit refused it.
+                 {"png_size_overflow.png", "4294967295x4294967295 = 18446744065119617025 pixels, more than the limit"}});
 }

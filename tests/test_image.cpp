@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "focuspatch/io/image.hpp"
@@ -381,7 +383,7 @@ TEST_CASE("write_png round-trips RGB and RGBA") {
   const std::string bad = (dir / "no_such_dir" / "x.png").string();
   const std::string msg = error_of([&] { write_png(bad, constant_image(2, 2, 1, 2, 3)); });
   CHECK(contains(msg, bad));
-  CHECK(contains(msg, "cannot write PNG"));
+  CHECK(contains(msg, "cannot create the file"));
   Image broken = constant_image(2, 2, 1, 2, 3);
   broken.rgb.pop_back();
   CHECK(contains(error_of([&] { write_png((dir / "broken.png").string(), broken); }), "image buffer holds 11 bytes"));
@@ -469,4 +471,85 @@ TEST_CASE("alpha can be dropped at load time") {
     CHECK(channels == 4);
     CHECK(!load_image((images_dir() / name).string()).has_alpha());
   }
+}
+
+TEST_CASE("masks: any non-zero value in any channel is anomalous, whatever the dataset's convention") {
+  const fs::path dir = fs::temp_directory_path() / ("focuspatch_test_masks_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  // The same 4x3 layout of anomalous pixels in each convention: (1,0), (2,1), (3,2).
+  const std::vector<std::uint8_t> expected = {0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  auto grey = [&](std::uint8_t on, std::uint8_t other) {
+    std::vector<std::uint8_t> v(12);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = expected[i] ? (i == 11 ? other : on) : 0;
+    return v;
+  };
+  struct Case {
+    const char* name;
+    std::vector<std::uint8_t> values;
+  };
+  for (const Case& c : {Case{"mvtec_0_255.png", grey(255, 255)}, Case{"visa_0_1.png", grey(1, 1)},
+                        Case{"labels_3_7.png", grey(3, 7)}}) {
+    CAPTURE(c.name);
+    const std::string path = (dir / c.name).string();
+    write_grey_png(path, 4, 3, c.values);
+    const BinaryMask m = load_mask(path);
+    REQUIRE(m.width == 4);
+    REQUIRE(m.height == 3);
+    CHECK(m.anomalous == expected);
+  }
+  // Colour on one channel only (here blue, then green), with the other channels zero.
+  Image rgb;
+  rgb.width = 4;
+  rgb.height = 3;
+  rgb.rgb.assign(36, 0);
+  rgb.rgb[1 * 3 + 2] = 200;
+  rgb.rgb[6 * 3 + 1] = 1;
+  rgb.rgb[11 * 3 + 0] = 9;
+  write_png((dir / "rgb.png").string(), rgb);
+  CHECK(load_mask((dir / "rgb.png").string()).anomalous == expected);
+  // Alpha is not a value: an opaque all-normal RGBA mask stays normal, a transparent anomaly counts.
+  rgb.alpha.assign(12, 255);
+  rgb.alpha[6] = 0;
+  write_png((dir / "rgba.png").string(), rgb);
+  CHECK(load_mask((dir / "rgba.png").string()).anomalous == expected);
+  // 16-bit labels: 1 and 2 out of 65535 round to 0 in 8 bits, and must still be anomalous.
+  const BinaryMask m16 = load_mask((images_dir() / "mask16_labels_6x4.png").string());
+  REQUIRE(m16.width == 6);
+  std::vector<std::uint8_t> want16(24, 0);
+  want16[0 * 6 + 1] = want16[2 * 6 + 4] = want16[3 * 6 + 5] = want16[3 * 6 + 0] = 1;
+  CHECK(m16.anomalous == want16);
+  CHECK(load_image((images_dir() / "mask16_labels_6x4.png").string()).pixel(1, 0)[0] == 0);  // why masks decode apart
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a PNG header of 0xFFFFFFFF x 0xFFFFFFFF is refused by the pixel limit, without overflow") {
+  std::string png;
+  {
+    std::ifstream in(images_dir() / "rgb_37x53.png", std::ios::binary);
+    png.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::memset(png.data() + 16, 0xff, 8);  // IHDR width and height (stb does not check chunk CRCs)
+  const std::string msg = error_of([&] { decode_image(std::as_bytes(std::span(png.data(), png.size())), "huge.png"); });
+  CHECK(contains(msg, "huge.png: image is 4294967295x4294967295 = 18446744065119617025 pixels, more than the limit"));
+  ImageLoadOptions unlimited;
+  unlimited.max_pixels = std::numeric_limits<std::int64_t>::max();
+  CHECK(contains(error_of([&] { decode_image(std::as_bytes(std::span(png.data(), png.size())), "huge.png", unlimited); }),
+                 "more than the limit of 9223372036854775807"));
+  std::memcpy(png.data() + 16, "\x00\x01\x00\x00\x00\x01\x00\x00", 8);  // 65536 x 65536: 2^32 pixels
+  CHECK(contains(error_of([&] { decode_image(std::as_bytes(std::span(png.data(), png.size())), "big.png", unlimited); }),
+                 "larger than stb_image decodes"));
+}
+
+TEST_CASE("an image path that is a FIFO, a device or a directory is refused without blocking") {
+  const fs::path dir = fs::temp_directory_path() / ("focuspatch_test_special_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path fifo = dir / "pipe.png";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  ::alarm(30);  // a regression would block forever in open(); fail loudly instead
+  CHECK(contains(error_of([&] { load_image(fifo.string()); }), fifo.string() + ": is a FIFO (named pipe), expected a regular file"));
+  CHECK(contains(error_of([&] { load_mask(fifo.string()); }), "is a FIFO"));
+  CHECK(contains(error_of([&] { load_image("/dev/zero"); }), "/dev/zero: is a character device, expected a regular file"));
+  CHECK(contains(error_of([&] { load_image(dir.string()); }), dir.string() + ": is a directory"));
+  ::alarm(0);
+  fs::remove_all(dir);
 }

@@ -94,6 +94,8 @@ TEST_CASE("inconsistent headers are refused with the file and tensor named") {
   fails(R"({"a": {"dtype": "F32", "shape": [1000000000000], "data_offsets": [0, 4]}})", 4, "data_offsets span 4 bytes");
   fails(R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})", 4, "element count overflows");
   fails(R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4, "not a non-negative integer");
+  // No elements, so the count is 0, but the strides (products of the later dimensions) overflow.
+  fails(R"({"a": {"dtype": "F32", "shape": [0, 4294967296, 4294967296], "data_offsets": [0, 0]}})", 0, "strides overflow");
   fails(R"({"a": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}})", 4, "not a non-negative integer");
   fails(R"({"a": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}})", 4, "tensor 'a' has dtype 'F8_E4M3', which is not supported");
   fails(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}})", 4, "invalid data_offsets");

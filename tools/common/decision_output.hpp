@@ -1,24 +1,14 @@
 #pragma once
 // What focuspatch-detect and focuspatch-eval write about decisions: a category's calibration and
-// the thresholds in use (JSON and one line for the terminal), an image's defect regions, and its
-// binary mask as a PNG.
-#include <cstdint>
+// the thresholds in use (JSON and one line for the terminal), and an image's defect regions.
 #include <cstdio>
 #include <string>
-#include <vector>
 
 #include "focuspatch/anomaly/calibration.hpp"
 #include "focuspatch/anomaly/defect_regions.hpp"
 #include "focuspatch/io/json.hpp"
 
 namespace focuspatch::tools {
-
-// A 0/1 decision mask as an 8-bit grey image (255 = above the pixel threshold), for write_grey_png.
-inline std::vector<std::uint8_t> mask_to_grey(const std::vector<std::uint8_t>& mask) {
-  std::vector<std::uint8_t> grey(mask.size());
-  for (std::size_t i = 0; i < grey.size(); ++i) grey[i] = mask[i] ? 255 : 0;
-  return grey;
-}
 
 inline void write_optional(json::Writer& w, const char* key, const std::optional<double>& v) {
   w.key(key);

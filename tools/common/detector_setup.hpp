@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/cli_args.hpp"
+#include "focuspatch/io/directory_listing.hpp"
 #include "focuspatch/anomaly/detector.hpp"
 
 namespace focuspatch::tools {
@@ -36,8 +37,8 @@ inline std::vector<std::string> expand_images(const std::vector<std::string>& pa
       continue;
     }
     std::vector<std::string> found;
-    for (const auto& e : fs::directory_iterator(p))
-      if (e.is_regular_file() && is_image_path(e.path())) found.push_back(e.path().string());
+    for (const DirectoryEntry& e : list_directory(p, /*include_hidden=*/false))  // refuses untypeable entries
+      if (!e.is_directory && is_image_path(e.path)) found.push_back(e.path.string());
     require(!found.empty(), option, " ", p, ": the folder holds no images (png, jpg, bmp, tga, gif, pnm)");
     std::sort(found.begin(), found.end());
     out.insert(out.end(), found.begin(), found.end());

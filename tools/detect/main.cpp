@@ -1,7 +1,6 @@
 // focuspatch-detect: few-shot anomaly detection on images with one model for every category.
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <set>
 #include <iostream>
@@ -16,6 +15,7 @@
 #include "detect/detect_report.hpp"
 #include "focuspatch/anomaly/heatmap_overlay.hpp"
 #include "focuspatch/io/json.hpp"
+#include "focuspatch/io/output_file.hpp"
 #include "focuspatch/io/npy.hpp"
 
 namespace {
@@ -194,7 +194,7 @@ int run(int argc, char** argv) {
       const fs::path mask = fs::path(*out_dir) / (stem + "_mask.png");
       write_png(overlay.string(), overlay_decision(image, map, d.thresholds, d.mask, d.verdict, d.normalized_score, d.image_score, scale));
       write_npy(raw.string(), {image.height, image.width}, map.values);
-      if (!d.mask.empty()) write_grey_png(mask.string(), d.mask_width, d.mask_height, tools::mask_to_grey(d.mask));
+      if (!d.mask.empty()) write_mask_png(mask.string(), d.mask_width, d.mask_height, d.mask);
       tools::html::ImageRow row;
       row.label = path;
       row.image = stem + "_image.png";
@@ -221,13 +221,9 @@ int run(int argc, char** argv) {
     }
     w.end_array().end_object();
     const fs::path results = fs::path(*out_dir) / "results.json";
-    std::ofstream f(results, std::ios::binary);
-    f << w.str() << "\n";
-    require(f.good(), results.string(), ": write failed");
+    write_file(results, w.str() + "\n");
     const fs::path html_path = fs::path(*out_dir) / "report.html";
-    std::ofstream html_file(html_path, std::ios::binary);
-    html_file << report.render({"weights: " + args.get_or("weights", ""), "device: " + device});
-    require(html_file.good(), html_path.string(), ": write failed");
+    write_file(html_path, report.render({"weights: " + args.get_or("weights", ""), "device: " + device}));
     std::cout << "wrote " << images.size() << " overlay(s), maps, " << results.string() << " and " << html_path.string() << "\n";
     return 0;
   });

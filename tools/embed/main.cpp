@@ -1,7 +1,6 @@
 // focuspatch-embed: CLIP image and text embeddings from a .fpw file, as JSON, for checking a
 // converted model against another implementation and for zero-shot scoring from scripts.
 #include <cmath>
-#include <fstream>
 #include <optional>
 #include <iostream>
 #include <string>
@@ -12,6 +11,7 @@
 #include "common/image_options.hpp"
 #include "focuspatch/io/image.hpp"
 #include "focuspatch/io/json.hpp"
+#include "focuspatch/io/output_file.hpp"
 #include "focuspatch/io/preprocess.hpp"
 #include "focuspatch/model/clip_model.hpp"
 
@@ -79,10 +79,7 @@ void emit(const std::string& text, const std::optional<std::string>& path) {
     std::cout << text << "\n";
     return;
   }
-  std::ofstream f(*path, std::ios::binary);
-  require(f.good(), *path, ": cannot open for writing");
-  f << text << "\n";
-  require(f.good(), *path, ": write failed");
+  write_file(*path, text + "\n");
 }
 
 // The stable, compact form (--json): exactly image_embeddings, patch_tokens, text_embeddings and

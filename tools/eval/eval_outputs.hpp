@@ -128,7 +128,9 @@ inline html::ImageRow eval_report_row(const fs::path& out_dir, const std::string
   write_png((out_dir / row.image).string(), image);
   if (!t.mask.empty()) {
     row.ground_truth = (fs::path("report") / category / (name + "_truth.png")).generic_string();
-    write_png((out_dir / *row.ground_truth).string(), load_image(t.mask.string(), options));
+    // Shown as white on black whatever the file's values (VisA's masks are 0/1: nearly black as they are).
+    const BinaryMask truth = load_mask(t.mask.string(), options);
+    write_mask_png((out_dir / *row.ground_truth).string(), truth.width, truth.height, truth.anomalous);
   }
   row.heat_map = heat_map;
   row.score = d.image_score;

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -19,6 +18,7 @@
 #include "focuspatch/eval/evaluation.hpp"
 #include "focuspatch/eval/repeated_runs.hpp"
 #include "focuspatch/io/json.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace {
 
@@ -178,7 +178,7 @@ int run(int argc, char** argv) {
       tools::html::ImageRow row = tools::eval_report_row(*out_dir, category, stem, t, image, d, heat_map, options.images);
       if (!at_image.mask.empty()) {
         const fs::path mask = fs::path("overlays") / category / (stem + "_mask.png");
-        write_grey_png((fs::path(*out_dir) / mask).string(), at_image.mask_width, at_image.mask_height, tools::mask_to_grey(at_image.mask));
+        write_mask_png((fs::path(*out_dir) / mask).string(), at_image.mask_width, at_image.mask_height, at_image.mask);
         row.predicted_mask = mask.generic_string();
       }
       if (at_image.normalized_score) row.normalized_score = *at_image.normalized_score;
@@ -219,7 +219,7 @@ int run(int argc, char** argv) {
                   report.memory_seconds, report.prompt_seconds, report.calibration_seconds, report.detect_seconds, report.mean.test_images,
                   images_per_second);
     md += timing;
-    std::ofstream(fs::path(*out_dir) / "results.md") << md;
+    write_file(fs::path(*out_dir) / "results.md", md);
 
     json::Writer w(1);
     w.begin_object().member("weights", args.get_or("weights", "")).member("data", *data_root).member("device", device);
@@ -253,17 +253,13 @@ int run(int argc, char** argv) {
     tools::write_runs_json(w, all_runs, summary);
     w.end_object();
     const fs::path json_path = fs::path(*out_dir) / "results.json";
-    std::ofstream f(json_path, std::ios::binary);
-    f << w.str() << "\n";
-    require(f.good(), json_path.string(), ": write failed");
+    write_file(json_path, w.str() + "\n");
 
     const std::vector<std::string> facts = {"weights: " + args.get_or("weights", ""),
                                             "data: " + *data_root + " (" + std::string(eval::layout_name(data.layout)) + ", split: " + data.split_source + ")",
                                             "seed " + std::to_string(report.seed) + ", device " + device};
     const fs::path html_path = fs::path(*out_dir) / "report.html";
-    std::ofstream html_file(html_path, std::ios::binary);
-    html_file << tools::html::render_html(tools::eval_html_report(report, summary, facts, std::move(report_rows)));
-    require(html_file.good(), html_path.string(), ": write failed");
+    write_file(html_path, tools::html::render_html(tools::eval_html_report(report, summary, facts, std::move(report_rows))));
 
     std::cout << table << "\n" << tools::markdown(tools::operating_point_table(report)) << timing;
     for (const auto& n : notes) std::cout << n << "\n";

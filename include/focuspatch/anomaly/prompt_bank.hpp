@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iterator>
 #include <span>
@@ -20,6 +19,7 @@
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/sha256.hpp"
 #include "focuspatch/core/tensor.hpp"
+#include "focuspatch/io/input_file.hpp"
 #include "focuspatch/io/weight_file.hpp"
 #include "focuspatch/io/weight_writer.hpp"
 
@@ -299,10 +299,9 @@ inline PromptBank parse_prompt_bank(std::string_view text, std::string source) {
 }
 
 inline PromptBank load_prompt_bank(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open the prompt bank");
-  const std::string text{std::istreambuf_iterator<char>(in), {}};
-  require(!in.bad(), path.string(), ": read error");
+  // A prompt bank is a few kilobytes of text; 16 MiB is far beyond any real one, and refuses
+  // /dev/zero-like inputs before they exhaust memory.
+  const std::string text = read_file_bounded(path.string(), std::uint64_t{16} << 20, "prompt bank");
   return parse_prompt_bank(text, path.string());
 }
 

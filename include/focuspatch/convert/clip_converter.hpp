@@ -29,6 +29,12 @@ struct HfClipSettings {
   Activation vision_activation = Activation::QuickGelu, text_activation = Activation::QuickGelu;
   float layer_norm_eps = 1e-5f;
   int image_size = 0, patch_size = 0;  // 0 = not stated; checked against the tensors when stated
+  // Sizes config.json states (0 = not stated), each checked against the tensors' shapes.
+  struct StackSizes {
+    std::int64_t hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0;
+  };
+  StackSizes vision_sizes, text_sizes;
+  std::int64_t text_vocab_size = 0, text_context_length = 0, projection_dim = 0;
 };
 
 struct ConvertOptions {
@@ -320,6 +326,21 @@ inline ConversionPlan plan_hf_clip(const SourceTensors& src, const HfClipSetting
   t.heads = hf.text_heads;
   t.activation = hf.text_activation;
   c.layer_norm_eps = hf.layer_norm_eps;
+  // Every size config.json states must be the one the tensors have: a contradiction means the
+  // folder mixes files of two models (or a damaged config), and converting would hide it.
+  auto agree = [&](std::int64_t stated, std::int64_t actual, const char* key, const char* source) {
+    require(stated == 0 || stated == actual, src.origin(), ": config.json says ", key, " = ", stated, " but ", source, " ", actual,
+            "; the config and the weights do not belong together");
+  };
+  agree(hf.vision_sizes.hidden_size, v.width, "vision_config.hidden_size", "the patch embedding's width is");
+  agree(hf.vision_sizes.intermediate_size, v.mlp_width, "vision_config.intermediate_size", "the MLP weights' width is");
+  agree(hf.vision_sizes.num_hidden_layers, v.layers, "vision_config.num_hidden_layers", "the weights hold vision blocks:");
+  agree(hf.text_sizes.hidden_size, t.width, "text_config.hidden_size", "the token embedding's width is");
+  agree(hf.text_sizes.intermediate_size, t.mlp_width, "text_config.intermediate_size", "the MLP weights' width is");
+  agree(hf.text_sizes.num_hidden_layers, t.layers, "text_config.num_hidden_layers", "the weights hold text blocks:");
+  agree(hf.text_vocab_size, t.vocab_size, "text_config.vocab_size", "the token embedding's rows are");
+  agree(hf.text_context_length, t.context_length, "text_config.max_position_embeddings", "the position embedding's rows are");
+  agree(hf.projection_dim, c.embed_dim, "projection_dim", "the projection's width is");
   if (src.contains("logit_scale")) {
     c.logit_scale = detail::scalar_of(src, "logit_scale");
     b.mark_used("logit_scale");

@@ -10,6 +10,7 @@
 // is a second pass over the output (reading and re-encoding every tensor; a few seconds for
 // ViT-B, tens for ViT-L), plus the text tower on every bank sentence for every category.
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -149,6 +150,24 @@ inline HfClipSettings read_hf_config(const std::filesystem::path& path, int visi
   s.text_heads = heads_of(textc, "text", text_width, 512, 8);
   s.vision_activation = act_of(vision);
   s.text_activation = act_of(textc);
+  // Sizes the tensors also tell: read when stated, and cross-checked against the tensors by
+  // plan_hf_clip, so a config.json that contradicts its weights is refused, not ignored.
+  auto size_of = [&](const json::Value* obj, const char* section_name, const char* key) -> std::int64_t {
+    const json::Value* v = obj->find(key);
+    if (!v || v->is_null()) return 0;
+    require(v->is_number(), path.string(), ": '", section_name, key, "' is not a number");
+    const double d = v->as_double();
+    require(d >= 1 && d <= 9.0e15 && d == std::floor(d), path.string(), ": '", section_name, key, "' = ", d,
+            " is not a positive integer");
+    return static_cast<std::int64_t>(d);
+  };
+  s.vision_sizes = {size_of(vision, "vision_config.", "hidden_size"), size_of(vision, "vision_config.", "intermediate_size"),
+                    size_of(vision, "vision_config.", "num_hidden_layers")};
+  s.text_sizes = {size_of(textc, "text_config.", "hidden_size"), size_of(textc, "text_config.", "intermediate_size"),
+                  size_of(textc, "text_config.", "num_hidden_layers")};
+  s.text_vocab_size = size_of(textc, "text_config.", "vocab_size");
+  s.text_context_length = size_of(textc, "text_config.", "max_position_embeddings");
+  s.projection_dim = size_of(&root, "", "projection_dim");
   s.image_size = int_or(vision, "image_size", 224);
   s.patch_size = int_or(vision, "patch_size", 32);
   const json::Value* eps = vision->find("layer_norm_eps");
@@ -317,7 +336,11 @@ inline ConvertReport convert_clip_checkpoint(const ConvertRequest& req) {
   }
 
   std::vector<std::shared_ptr<TensorArchive>> archives;
-  for (const auto& f : weight_files) archives.push_back(std::make_shared<TensorArchive>(open_checkpoint(f.string())));
+  // The converter reads every byte of the weights anyway (for the SHA-256 and the conversion), so
+  // checking each storage entry's CRC-32 costs one more cheap pass and catches a damaged download.
+  TorchReadOptions torch_options;
+  torch_options.verify_crc = true;
+  for (const auto& f : weight_files) archives.push_back(std::make_shared<TensorArchive>(open_checkpoint(f.string(), torch_options)));
   report.source_format = archives.front()->format() + (hf_folder.empty() ? "" : " (Hugging Face folder)");
   const SourceTensors all = detail::source_tensors_of(archives, req.input);
   report.prefix = find_clip_prefix(all);

@@ -73,6 +73,8 @@
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/io/directory_listing.hpp"
+#include "focuspatch/io/input_file.hpp"
 #include "focuspatch/io/json.hpp"
 
 namespace focuspatch::eval {
@@ -154,10 +156,7 @@ inline bool is_image_file(const fs::path& p) {
   const std::string ext = lower(p.extension().string());
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
-inline bool is_hidden(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return !name.empty() && name[0] == '.';
-}
+inline bool is_hidden(const fs::path& p) { return is_hidden_name(p); }  // io/directory_listing.hpp
 inline bool path_less(const fs::path& a, const fs::path& b) { return a.generic_string() < b.generic_string(); }
 
 inline bool is_dir(const fs::path& p) {
@@ -176,19 +175,12 @@ inline void require_dir(const fs::path& p, std::string_view role) {
   require(fs::is_directory(p, ec), p.string(), ": ", role, " is not a directory");
 }
 
-// Entries of a directory (files or folders), not hidden, sorted; errors name the directory.
+// Entries of a directory (files or folders), not hidden, sorted; errors name the directory, or an
+// entry that is neither (io/directory_listing.hpp: refused, never skipped).
 inline std::vector<fs::path> list_dir(const fs::path& dir, bool want_dirs) {
   std::vector<fs::path> out;
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  require(!ec, dir.string(), ": cannot list the directory (", ec.message(), ")");
-  for (const fs::directory_entry& e : it) {
-    if (is_hidden(e.path())) continue;
-    std::error_code type_ec;
-    const bool d = e.is_directory(type_ec);
-    if (want_dirs ? d : (!d && e.is_regular_file(type_ec))) out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end(), path_less);
+  for (const DirectoryEntry& e : list_directory(dir, /*include_hidden=*/false))
+    if (e.is_directory == want_dirs) out.push_back(e.path);
   return out;
 }
 
@@ -212,11 +204,8 @@ inline std::vector<fs::path> list_images(const fs::path& dir, std::string_view r
 }
 
 inline std::string read_text_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  require(in.good(), p.string(), ": cannot open the file");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  require(!in.bad(), p.string(), ": read error");
-  return text;
+  // Split files (CSV, JSON) list image paths: even a million entries is well under 1 GiB.
+  return read_file_bounded(p.string(), std::uint64_t{1} << 30, "split file");
 }
 
 // RFC 4180 CSV: comma-separated, fields optionally in double quotes with "" for a quote, LF or CRLF

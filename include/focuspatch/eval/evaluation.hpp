@@ -96,14 +96,14 @@ struct EvaluationReport {
   double memory_seconds = 0, prompt_seconds = 0, detect_seconds = 0, calibration_seconds = 0;
 };
 
-// Nearest-neighbour resize of a mask (any non-zero channel value = anomalous) to size x size.
-inline std::vector<std::uint8_t> resized_mask(const Image& mask, int size) {
+// Nearest-neighbour resize of a mask (io/image.hpp: any non-zero value = anomalous) to size x size.
+inline std::vector<std::uint8_t> resized_mask(const BinaryMask& mask, int size) {
   std::vector<std::uint8_t> out(static_cast<std::size_t>(size) * static_cast<std::size_t>(size));
   for (int y = 0; y < size; ++y) {
     const int sy = std::min(mask.height - 1, static_cast<int>((y + 0.5) * mask.height / size));
     for (int x = 0; x < size; ++x) {
       const int sx = std::min(mask.width - 1, static_cast<int>((x + 0.5) * mask.width / size));
-      out[static_cast<std::size_t>(y) * static_cast<std::size_t>(size) + static_cast<std::size_t>(x)] = mask.pixel(sx, sy)[0] > 127 ? 1 : 0;
+      out[static_cast<std::size_t>(y) * static_cast<std::size_t>(size) + static_cast<std::size_t>(x)] = mask.at(sx, sy) ? 1 : 0;
     }
   }
   return out;
@@ -221,7 +221,7 @@ EvaluationReport evaluate(Detector<Backend>& detector, const Dataset& data, cons
         const Detection& d = detections[i - begin];
         std::vector<std::uint8_t> mask(static_cast<std::size_t>(res) * static_cast<std::size_t>(res), 0);
         if (!t.mask.empty()) {
-          const Image m = load_image(t.mask.string(), options.images);
+          const BinaryMask m = load_mask(t.mask.string(), options.images);
           const Image& img = images[i - begin];
           require(m.width == img.width && m.height == img.height, t.mask.string(), ": mask is ", m.width, "x", m.height, " but its image ",
                   t.image.string(), " is ", img.width, "x", img.height);

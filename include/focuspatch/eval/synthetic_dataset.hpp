@@ -33,7 +33,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <numbers>
 #include <string>
 #include <string_view>
@@ -45,6 +44,7 @@
 
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/io/image.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace focuspatch {
 
@@ -791,10 +791,7 @@ inline std::vector<SyntheticCategoryCounts> write_synthetic_dataset(const std::f
     summary.push_back(std::move(counts));
   }
   const std::filesystem::path readme = root / "README.txt";
-  std::ofstream out(readme, std::ios::binary | std::ios::trunc);
-  out << synthetic_readme(options);
-  out.close();
-  require(out.good(), readme.string(), ": cannot write the dataset's README");
+  write_file(readme, synthetic_readme(options));
   return summary;
 }
 

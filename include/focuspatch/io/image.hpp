@@ -45,6 +45,7 @@
 
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/io/mapped_file.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace focuspatch {
 
@@ -212,12 +213,12 @@ inline void check_jpeg_huffman_tables(std::span<const std::byte> bytes, std::str
 // The size a PNG's IHDR declares, or {0, 0} for anything else. stb refuses PNGs over 2^30 decoded
 // bytes inside stbi_info, with a reason ("unknown image type") that hides that the file is simply
 // too large; knowing the size first lets the pixel limit, and an honest message, come first.
-inline std::pair<std::int64_t, std::int64_t> png_declared_size(std::span<const std::byte> bytes) {
+inline std::pair<std::uint64_t, std::uint64_t> png_declared_size(std::span<const std::byte> bytes) {
   if (!is_png(bytes) || bytes.size() < 24 || std::memcmp(bytes.data() + 12, "IHDR", 4) != 0)
     return {0, 0};
   auto be32 = [&](std::size_t at) {
-    std::int64_t v = 0;
-    for (std::size_t i = 0; i < 4; ++i) v = v << 8 | std::to_integer<std::int64_t>(bytes[at + i]);
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v = v << 8 | std::to_integer<std::uint64_t>(bytes[at + i]);
     return v;
   };
   return {be32(16), be32(20)};
@@ -225,8 +226,12 @@ inline std::pair<std::int64_t, std::int64_t> png_declared_size(std::span<const s
 
 }  // namespace detail
 
-// Decodes an image held in memory; `name` is used in error messages.
-inline Image decode_image(std::span<const std::byte> bytes, std::string_view name, const ImageLoadOptions& options = {}) {
+namespace detail {
+
+// decode_image's work. With keep_nonzero, a non-zero 16-bit value never rounds to 0 in 8 bits
+// (a 16-bit label mask holding 1 must stay anomalous), which is what masks need.
+inline Image decode_image_pixels(std::span<const std::byte> bytes, std::string_view name, const ImageLoadOptions& options,
+                                 bool keep_nonzero) {
   require(!bytes.empty(), name, ": file is empty, expected an image");
   require(bytes.size() <= static_cast<std::size_t>(INT_MAX), name, ": ", bytes.size(),
           " bytes is larger than stb_image can read (2 GiB)");
@@ -234,10 +239,12 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
   const int len = static_cast<int>(bytes.size());
   detail::check_jpeg_huffman_tables(bytes, name);  // before stb reads any of it, stbi_info included
 
-  // Read only the header first, so the pixel limit is enforced before any large allocation.
-  auto check_pixel_limit = [&](std::int64_t width, std::int64_t height) {
-    const std::int64_t pixels = width * height;
-    require(pixels <= options.max_pixels, name, ": image is ", width, "x", height, " = ", pixels,
+  // Read only the header first, so the pixel limit is enforced before any large allocation. The
+  // sizes come from the file: up to 2^32 - 1 each, so their product is formed in unsigned 64-bit
+  // arithmetic, where it cannot overflow.
+  auto check_pixel_limit = [&](std::uint64_t width, std::uint64_t height) {
+    const std::uint64_t pixels = width * height;
+    require(options.max_pixels >= 0 && pixels <= static_cast<std::uint64_t>(options.max_pixels), name, ": image is ", width, "x", height, " = ", pixels,
             " pixels, more than the limit of ", options.max_pixels,
             " (raise ImageLoadOptions::max_pixels, or --max-image-pixels of the focuspatch programs, to load it)");
   };
@@ -245,13 +252,13 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
   check_pixel_limit(png_w, png_h);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
-    require(png_w * png_h * 4 <= (std::int64_t{1} << 30), name, ": PNG of ", png_w, "x", png_h,
+    require(png_w * png_h <= (std::uint64_t{1} << 30) / 4, name, ": PNG of ", png_w, "x", png_h,
             " pixels is larger than stb_image decodes (2^30 bytes per image); split or shrink it");
     fail(name, ": not a supported image or its header is corrupt (stb_image: ", detail::stb_reason(),
          "); PNG, JPEG, BMP, TGA, GIF, PSD, PNM and PIC files are supported");
   }
   require(w > 0 && h > 0, name, ": image has size ", w, "x", h, ", nothing to decode");
-  check_pixel_limit(w, h);
+  check_pixel_limit(static_cast<std::uint64_t>(w), static_cast<std::uint64_t>(h));
   // stb would tone-map a Radiance HDR file to 8 bits by its own rules, which nothing in CLIP's
   // pipeline does (Pillow cannot open them); refuse rather than guess.
   require(!stbi_is_hdr_from_memory(data, len), name,
@@ -283,7 +290,10 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
   if (stbi_is_16_bit_from_memory(data, len)) {
     const auto px = decode(&stbi_load_16_from_callbacks);
     // round(v * 255 / 65535); the quotient never ends in exactly .5, so the rounding mode is moot.
-    auto to8 = [](stbi_us v) { return static_cast<std::uint8_t>((std::uint32_t{v} * 255u + 32767u) / 65535u); };
+    auto to8 = [keep_nonzero](stbi_us v) {
+      const auto v8 = static_cast<std::uint8_t>((std::uint32_t{v} * 255u + 32767u) / 65535u);
+      return keep_nonzero && v != 0 && v8 == 0 ? std::uint8_t{1} : v8;
+    };
     img.rgb.resize(n * 3);
     if (alpha) img.alpha.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -309,10 +319,60 @@ inline Image decode_image(std::span<const std::byte> bytes, std::string_view nam
   return img;
 }
 
+}  // namespace detail
+
+// Decodes an image held in memory; `name` is used in error messages.
+inline Image decode_image(std::span<const std::byte> bytes, std::string_view name, const ImageLoadOptions& options = {}) {
+  return detail::decode_image_pixels(bytes, name, options, /*keep_nonzero=*/false);
+}
+
 inline Image load_image(const std::string& path, const ImageLoadOptions& options = {}) {
   MappedFile file(path);
   return decode_image(file.bytes(), path, options);
 }
+
+// A ground-truth mask: which pixels are anomalous. Datasets store masks in many ways (MVTec AD:
+// 0/255 grey; VisA: 0/1 label values; others: small class labels, 16-bit labels, colours on any
+// channel), and all agree on one thing: a pixel is anomalous when any of its values is non-zero.
+// Alpha is not a value here (an opaque normal pixel has alpha 255) and is ignored.
+struct BinaryMask {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> anomalous;  // width * height, 1 = anomalous, rows top to bottom
+
+  bool at(int x, int y) const {
+    return anomalous[static_cast<std::size_t>(y) * static_cast<std::size_t>(width) + static_cast<std::size_t>(x)] != 0;
+  }
+};
+
+inline BinaryMask decode_mask(std::span<const std::byte> bytes, std::string_view name, const ImageLoadOptions& options = {}) {
+  ImageLoadOptions opaque = options;
+  opaque.keep_alpha = false;
+  const Image img = detail::decode_image_pixels(bytes, name, opaque, /*keep_nonzero=*/true);
+  BinaryMask mask{img.width, img.height, std::vector<std::uint8_t>(img.pixel_count())};
+  for (std::size_t i = 0; i < mask.anomalous.size(); ++i)
+    mask.anomalous[i] = (img.rgb[i * 3] | img.rgb[i * 3 + 1] | img.rgb[i * 3 + 2]) != 0 ? 1 : 0;
+  return mask;
+}
+
+inline BinaryMask load_mask(const std::string& path, const ImageLoadOptions& options = {}) {
+  MappedFile file(path);
+  return decode_mask(file.bytes(), path, options);
+}
+
+namespace detail {
+// Encodes to memory with stb, then writes through OutputFile: stbi_write_png itself ignores every
+// write error (it reports success on a full disk) and leaves a partial file behind.
+inline void write_png_pixels(const std::string& path, int width, int height, int comp, const std::uint8_t* data) {
+  std::string png;
+  auto append = [](void* context, void* bytes, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(bytes), static_cast<std::size_t>(size));
+  };
+  if (!stbi_write_png_to_func(append, &png, width, height, comp, data, width * comp) || png.empty())
+    fail(path, ": cannot encode the PNG (stb_image_write failed)");
+  write_file(path, png);
+}
+}  // namespace detail
 
 // Writes img as an 8-bit PNG: RGBA when it carries alpha, RGB otherwise.
 inline void write_png(const std::string& path, const Image& img) {
@@ -329,22 +389,22 @@ inline void write_png(const std::string& path, const Image& img) {
     }
     data = rgba.data();
   }
-  errno = 0;
-  if (!stbi_write_png(path.c_str(), img.width, img.height, comp, data, img.width * comp)) {
-    const int err = errno;
-    fail(path, ": cannot write PNG (", err ? std::strerror(err) : "encoder failed", ")");
-  }
+  detail::write_png_pixels(path, img.width, img.height, comp, data);
 }
 
 // Writes one 8-bit channel (a mask, a grey map) as a greyscale PNG, as MVTec AD stores its masks.
 inline void write_grey_png(const std::string& path, int width, int height, std::span<const std::uint8_t> values) {
   require(width > 0 && height > 0 && values.size() == static_cast<std::size_t>(width) * static_cast<std::size_t>(height), path,
           ": ", values.size(), " grey values for a ", width, "x", height, " image");
-  errno = 0;
-  if (!stbi_write_png(path.c_str(), width, height, 1, values.data(), width)) {
-    const int err = errno;
-    fail(path, ": cannot write PNG (", err ? std::strerror(err) : "encoder failed", ")");
-  }
+  detail::write_png_pixels(path, width, height, 1, values.data());
+}
+
+// A binary mask (non-zero = anomalous) as an 8-bit grey PNG, 255 on 0: what people and the mask
+// readers of every dataset (MVTec's 0/255) expect to see.
+inline void write_mask_png(const std::string& path, int width, int height, std::span<const std::uint8_t> anomalous) {
+  std::vector<std::uint8_t> grey(anomalous.size());
+  for (std::size_t i = 0; i < grey.size(); ++i) grey[i] = anomalous[i] ? 255 : 0;
+  write_grey_png(path, width, height, grey);
 }
 
 }  // namespace focuspatch

@@ -1,19 +1,18 @@
 #pragma once
 // A read-only memory mapping of a whole file. Weight files are used in place from the mapping, so
 // loading a model costs page faults, not copies.
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
 #include <utility>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/io/input_file.hpp"
 
 namespace focuspatch {
 
@@ -21,29 +20,16 @@ class MappedFile {
  public:
   MappedFile() = default;
   explicit MappedFile(std::string path) : path_(std::move(path)) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(path_, ": cannot open (", std::strerror(errno), ")");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      fail(path_, ": cannot stat (", std::strerror(err), ")");
-    }
-    if (S_ISDIR(st.st_mode)) {
-      ::close(fd);
-      fail(path_, ": is a directory, expected a file");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
+    // Refuses FIFOs, devices and directories before anything could block on them (input_file.hpp).
+    const RegularFile file = open_regular_file(path_);
+    require(file.size <= static_cast<std::uint64_t>(SIZE_MAX), path_, ": ", file.size, " bytes do not fit in memory");
+    size_ = static_cast<std::size_t>(file.size);
     if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        const int err = errno;
-        ::close(fd);
-        fail(path_, ": cannot map into memory (", std::strerror(err), ")");
-      }
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd.get(), 0);
+      if (p == MAP_FAILED) fail(path_, ": cannot map into memory (", std::strerror(errno), ")");
       data_ = static_cast<const std::byte*>(p);
     }
-    ::close(fd);  // the mapping keeps the file alive
+    // The descriptor closes here; the mapping keeps the file alive.
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -2,12 +2,12 @@
 // NumPy's .npy format (version 1.0) for float32 arrays: raw anomaly maps a user can open with
 // numpy.load and nothing else.
 #include <cstdint>
-#include <fstream>
 #include <span>
 #include <string>
 
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace focuspatch {
 
@@ -21,16 +21,15 @@ inline void write_npy(const std::string& path, const Shape& shape, std::span<con
   const std::size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  require(f.good(), path, ": cannot open for writing");
   const auto len = static_cast<std::uint16_t>(header.size());
-  f.write("\x93NUMPY\x01\x00", 8);
   const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
-  f.write(len_bytes, 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
   static_assert(sizeof(float) == 4);
-  f.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
-  require(f.good(), path, ": write failed");
+  OutputFile f(path);
+  f.write("\x93NUMPY\x01\x00", 8);
+  f.write(len_bytes, 2);
+  f.write(header);
+  f.write(values.data(), values.size() * sizeof(float));
+  f.commit();
 }
 
 }  // namespace focuspatch

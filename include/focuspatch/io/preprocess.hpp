@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
@@ -103,11 +104,28 @@ inline Image center_crop(const Image& img, int crop_width, int crop_height) {
 
 inline Image center_crop(const Image& img, int size) { return center_crop(img, size, size); }
 
+// Throws, naming `where` and the value, unless mean and std describe pixel values in [0, 1]: every
+// mean finite and in [0, 1], every std finite and in [0.001, 1]. (A NaN mean turns one colour
+// channel into NaN, a zero std into infinity; a std below 0.001 scales one grey step of 1/255 to
+// more than 4 and is no normalization anyone trained with.) The weight file's loader, embed's
+// preprocessing and the detector's all check through here, so all refuse the same values.
+inline void check_normalization(const std::array<float, 3>& mean, const std::array<float, 3>& stdev, std::string_view where,
+                                std::string_view mean_name = "image mean", std::string_view std_name = "image std") {
+  static constexpr char kChannel[3] = {'R', 'G', 'B'};
+  for (std::size_t c = 0; c < 3; ++c) {
+    require(std::isfinite(mean[c]) && mean[c] >= 0.0f && mean[c] <= 1.0f, where, ": ", mean_name, " of channel ", kChannel[c], " is ",
+            mean[c], "; it must be a finite value in [0, 1] (pixel values are scaled to [0, 1] before normalizing)");
+    require(std::isfinite(stdev[c]) && stdev[c] >= 0.001f && stdev[c] <= 1.0f, where, ": ", std_name, " of channel ", kChannel[c], " is ",
+            stdev[c], "; it must be a finite value in [0.001, 1]");
+  }
+}
+
 // ToTensor + Normalize: writes 3 x height x width floats, channel planes in R, G, B order. Written
 // as torchvision computes it, (v / 255 - mean) / std in fp32, so the values are bit-identical.
 inline void normalize_to_chw(const Image& img, const std::array<float, 3>& mean, const std::array<float, 3>& stdev,
                              float* out) {
   check_image(img, "normalize");
+  check_normalization(mean, stdev, "normalize");
   const std::size_t n = img.pixel_count();
   for (std::size_t c = 0; c < 3; ++c) {
     float* plane = out + c * n;
@@ -127,7 +145,7 @@ inline PixelBox clip_crop_box(int width, int height, int resolution) {
 inline void preprocess_clip_into(const Image& img, const ClipPreprocess& p, float* out) {
   check_image(img, "CLIP preprocessing");
   require(p.resolution > 0, "CLIP preprocessing: resolution ", p.resolution, " is not positive");
-  for (float s : p.std) require(s != 0.0f && std::isfinite(s), "CLIP preprocessing: std must be finite and non-zero");
+  check_normalization(p.mean, p.std, "CLIP preprocessing");
   const ImageSize s = resized_shorter_side(img.width, img.height, p.resolution);
   const PixelBox box = center_crop_box(s.width, s.height, p.resolution, p.resolution);
   // After Resize(n) both sides are >= n, so the crop lies inside the resized image and only that

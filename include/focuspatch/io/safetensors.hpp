@@ -119,7 +119,10 @@ inline void read_into(TensorArchive& out) {
       bad("has shape ", shape_string(t.shape), " of ", dtype_name(t.dtype), " but data_offsets span ", end - begin, " bytes");
 
     t.strides.assign(t.shape.size(), 1);
-    for (std::size_t d = t.shape.size(); d-- > 1;) t.strides[d - 1] = t.strides[d] * t.shape[d];
+    // With a zero dimension first the element count is 0 whatever follows, so the strides (products
+    // of the later dimensions) are checked on their own.
+    for (std::size_t d = t.shape.size(); d-- > 1;)
+      if (focuspatch::detail::mul_overflows(t.strides[d], t.shape[d], t.strides[d - 1])) bad("has a shape whose strides overflow");
     t.storage = data.subspan(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin));
     spans.push_back({begin, end, tensors.size()});
     tensors.push_back(std::move(t));

@@ -45,7 +45,9 @@ struct StoredTensor {
     std::int64_t expected = 1;
     for (std::size_t d = shape.size(); d-- > 0;) {
       if (shape[d] != 1 && strides[d] != expected) return false;
-      expected *= shape[d];
+      // A shape like [0, 2^40, 2^40] holds no elements (so passes the extent check) but the
+      // product of its later dimensions does not fit in 64 bits; such a view addresses nothing.
+      if (__builtin_mul_overflow(expected, shape[d], &expected)) return numel() == 0;
     }
     return true;
   }

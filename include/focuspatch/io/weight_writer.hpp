@@ -1,15 +1,12 @@
 #pragma once
 // Writes a .fpw weight file (layout in fpw_format.hpp). Tensors are produced one at a time when the
 // file is written, so converting a multi-gigabyte checkpoint never holds more than one tensor in
-// memory. The file appears under its name only once it is complete (written beside, then renamed).
-#include <cstdio>
+// memory. The file appears under its name only once it is complete (io/output_file.hpp).
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "focuspatch/core/error.hpp"
@@ -18,6 +15,7 @@
 #include "focuspatch/core/tensor.hpp"
 #include "focuspatch/io/fpw_format.hpp"
 #include "focuspatch/io/inflate.hpp"
+#include "focuspatch/io/output_file.hpp"
 
 namespace focuspatch {
 
@@ -91,20 +89,11 @@ class WeightWriter {
     table.resize(data_offset - fpw::kHeaderSize, '\0');
     const std::uint32_t header_crc = crc32(std::as_bytes(std::span(table.data(), table.size())));
 
-    const auto temp = std::filesystem::path(path.string() + ".partial");
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(temp.string(), ": cannot open for writing");
-    // A failure below (a producer's error, a full disk) must not leave the half-written file behind.
-    struct RemovePartial {
-      const std::filesystem::path& temp;
-      bool keep = false;
-      ~RemovePartial() {
-        std::error_code ignored;
-        if (!keep) std::filesystem::remove(temp, ignored);
-      }
-    } remove_partial{temp};
+    // Written beside and renamed into place (output_file.hpp): a failure below (a producer's
+    // error, a full disk) leaves no half-written file, and an existing file stays as it was.
+    OutputFile out(path);
     out.write(fpw::kMagic.data(), fpw::kMagic.size());
-    auto write_pod = [&out](const auto& v) { out.write(reinterpret_cast<const char*>(&v), sizeof(v)); };
+    auto write_pod = [&out](const auto& v) { out.write(&v, sizeof(v)); };
     write_pod(fpw::kVersion);
     write_pod(fpw::kAlignment);
     write_pod(static_cast<std::uint64_t>(meta_order_.size()));
@@ -113,7 +102,7 @@ class WeightWriter {
     write_pod(data_size);
     write_pod(header_crc);
     write_pod(std::uint32_t{0});  // data checksum, patched below once known
-    out.write(table.data(), static_cast<std::streamsize>(table.size()));
+    out.write(table);
 
     std::uint32_t data_crc = 0;
     std::uint64_t written = 0;
@@ -122,7 +111,7 @@ class WeightWriter {
       const auto& e = entries_[i];
       const std::string pad(offsets[i] - written, '\0');
       data_crc = crc32(std::as_bytes(std::span(pad.data(), pad.size())), data_crc);
-      out.write(pad.data(), static_cast<std::streamsize>(pad.size()));
+      out.write(pad);
       const FloatTensor value = e.produce();
       require(value.shape() == e.shape, "weight file: tensor '", e.name, "' was declared ", shape_string(e.shape), " but produced ",
               shape_string(value.shape()));
@@ -136,17 +125,11 @@ class WeightWriter {
         fail("weight file: tensor '", e.name, "' element ", bad->index, " (", value.data()[bad->index], ") does not fit in ",
              dtype_name(e.dtype), "; store the weights as f32 or bf16");
       data_crc = crc32(std::as_bytes(std::span(buffer.data(), buffer.size())), data_crc);
-      out.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      out.write(buffer);
       written = offsets[i] + buffer.size();
     }
-    out.seekp(52);
-    write_pod(data_crc);
-    out.close();
-    if (!out) fail(temp.string(), ": write failed (disk full?)");
-    std::error_code ec;
-    std::filesystem::rename(temp, path, ec);
-    remove_partial.keep = !ec;
-    if (ec) fail(path.string(), ": cannot move the finished file into place (", ec.message(), ")");
+    out.write_at(52, &data_crc, sizeof data_crc);
+    out.commit();
   }
 
  private:

@@ -2,10 +2,13 @@
 // CLIP's architecture as numbers. The converter derives it from a checkpoint's tensor shapes and
 // stores it in the weight file's metadata; the runtime reads it back from there and nowhere else.
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "focuspatch/core/error.hpp"
+#include "focuspatch/io/preprocess.hpp"
 #include "focuspatch/io/weight_file.hpp"
 #include "focuspatch/io/weight_writer.hpp"
 
@@ -65,8 +68,17 @@ struct ClipConfig {
     require(text.context_length > 1 && text.vocab_size > 2, where, ": text context ", text.context_length, " or vocabulary ",
             text.vocab_size, " is too small");
     require(embed_dim > 0, where, ": embedding size must be positive");
-    require(layer_norm_eps > 0.0f && layer_norm_eps < 1.0f, where, ": implausible LayerNorm epsilon ", layer_norm_eps);
+    // Comparisons are written so that NaN fails them.
+    require(layer_norm_eps > 0.0f && layer_norm_eps < 1.0f, where, ": 'clip.layer_norm_eps' is ", layer_norm_eps,
+            "; a LayerNorm epsilon must lie in (0, 1)");
+    // CLIP stores the log of its logit multiplier and clamps the multiplier to 100 (log 4.6052)
+    // while training; |log| <= 20 admits every trained model and keeps exp() finite and non-zero.
+    require(std::isfinite(logit_scale) && std::fabs(logit_scale) <= kMaxAbsLogitScale, where, ": 'clip.logit_scale' is ", logit_scale,
+            "; the log of the logit multiplier must be finite and within [-", kMaxAbsLogitScale, ", ", kMaxAbsLogitScale,
+            "] (CLIP's is about 4.6)");
+    check_normalization(image_mean, image_std, where, "'clip.image_mean'", "'clip.image_std'");
   }
+  static constexpr float kMaxAbsLogitScale = 20.0f;
 
   void store(WeightWriter& w) const {
     auto put_stack = [&](const std::string& prefix, const TransformerConfig& t) {
@@ -114,15 +126,23 @@ struct ClipConfig {
     c.text.context_length = get_int("clip.text.context_length");
     c.text.vocab_size = get_int("clip.text.vocab_size");
     c.embed_dim = get_int("clip.embed_dim");
-    c.layer_norm_eps = static_cast<float>(f.meta_float("clip.layer_norm_eps"));
-    c.logit_scale = static_cast<float>(f.meta_float("clip.logit_scale"));
+    // Stored as doubles; a finite one outside float's range would not survive the conversion
+    // (undefined behaviour), so it is refused here, naming it; NaN and infinity convert exactly
+    // and are refused by validate(), with every other value out of its range.
+    auto to_float = [&](double v, const std::string& key) {
+      require(!std::isfinite(v) || std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()), f.path(), ": metadata '",
+              key, "' = ", v, " is out of range");
+      return static_cast<float>(v);
+    };
+    c.layer_norm_eps = to_float(f.meta_float("clip.layer_norm_eps"), "clip.layer_norm_eps");
+    c.logit_scale = to_float(f.meta_float("clip.logit_scale"), "clip.logit_scale");
     const auto& mean = f.meta_floats("clip.image_mean");
     const auto& stdev = f.meta_floats("clip.image_std");
-    require(mean.size() == 3 && stdev.size() == 3, f.path(), ": image mean/std must have 3 values");
-    for (int i = 0; i < 3; ++i) {
-      c.image_mean[i] = static_cast<float>(mean[i]);
-      c.image_std[i] = static_cast<float>(stdev[i]);
-      require(c.image_std[i] > 0.0f, f.path(), ": image std must be positive");
+    require(mean.size() == 3, f.path(), ": metadata 'clip.image_mean' holds ", mean.size(), " values, expected 3 (R, G, B)");
+    require(stdev.size() == 3, f.path(), ": metadata 'clip.image_std' holds ", stdev.size(), " values, expected 3 (R, G, B)");
+    for (std::size_t i = 0; i < 3; ++i) {
+      c.image_mean[i] = to_float(mean[i], "clip.image_mean");
+      c.image_std[i] = to_float(stdev[i], "clip.image_std");
     }
     c.validate(f.path());
     return c;
