@@ -2,6 +2,9 @@
 # Installs the Debian packages focuspatch builds and tests with, if any is missing.
 set -euo pipefail
 packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev)
+# --bench: what bench/compare.py compares against and profiles with. Without an optimised BLAS
+# Debian's torch falls back to reference BLAS and its timings mean nothing (compare.py refuses).
+if [ "${1:-}" = "--bench" ]; then packages+=(python3-torch libopenblas0-pthread linux-perf); fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

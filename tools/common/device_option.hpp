@@ -34,6 +34,7 @@ int with_device(const Args& args, const std::string& weights, Run&& run) {
   if (device == "cpu") {
     // The CPU defaults to fp32 whatever the file stores: its bf16 is opt-in (it changes results
     // in the third digit, and only CPUs with AVX512-BF16 or AMX run it faster).
+    (void)weights;  // only the GPU's default precision looks at the file
     CpuOptions options;
     if (precision) {
       require(*precision == "f32" || *precision == "bf16", "option --precision: '", *precision,

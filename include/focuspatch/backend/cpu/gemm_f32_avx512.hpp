@@ -49,8 +49,10 @@ inline __mmask16 first_lanes(std::int64_t count) {
   return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
 
-// 16 rows of 16 floats -> 16 columns (r[i] lane j becomes r[j] lane i).
-inline void transpose16(__m512 r[16]) {
+// 16 rows of 16 floats -> 16 columns (r[i] lane j becomes r[j] lane i). Always inlined: with two
+// callers GCC otherwise keeps an out-of-line copy, r[] goes through memory, and GCC 12 warns about
+// the _mm512_undefined_ps() inside the shuffle intrinsics.
+[[gnu::always_inline]] inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
   for (int j = 0; j < 8; ++j) {
     t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
