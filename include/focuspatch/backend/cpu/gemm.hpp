@@ -51,7 +51,8 @@ inline CpuLinearPath choose_linear_path(CpuPrecision precision, CpuIsa isa) {
 // product only: C += act(A W^T + b). Uses omp_get_max_threads() threads (one when called inside a
 // parallel region). isa: Avx512 or above runs the AVX-512 kernel (where compiled in), else Eigen.
 inline void gemm_linear(const float* a, std::int64_t lda, std::int64_t m, const StoredMatrix& w, const float* bias, float* c,
-                        std::int64_t ldc, Epilogue epilogue = Epilogue::None, bool accumulate = false, CpuIsa isa = cpu_isa()) {
+                        std::int64_t ldc, Epilogue epilogue = Epilogue::None, bool accumulate = false,
+                        [[maybe_unused]] CpuIsa isa = cpu_isa()) {
   gemm_detail::check(w, m, lda, ldc);
   if (m == 0 || w.out == 0) return;
 #if defined(__AVX512F__)
@@ -68,8 +69,9 @@ inline void gemm_linear(const float* a, std::int64_t lda, std::int64_t m, const 
 
 // The same with bf16 operands and fp32 sums, W packed at load; path is Bf16Avx512 or Bf16Amx and
 // must be one the process's ISA allows (CpuBackend checks this once, at construction).
-inline void gemm_linear_bf16(const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias, float* c,
-                             std::int64_t ldc, Epilogue epilogue, bool accumulate, CpuLinearPath path) {
+inline void gemm_linear_bf16([[maybe_unused]] const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w,
+                             [[maybe_unused]] const float* bias, [[maybe_unused]] float* c, std::int64_t ldc,
+                             [[maybe_unused]] Epilogue epilogue, [[maybe_unused]] bool accumulate, CpuLinearPath path) {
   require(m >= 0 && lda >= w.in() && ldc >= w.out(), "cpu bf16 gemm: row stride smaller than the row (lda ", lda, " < ", w.in(),
           " or ldc ", ldc, " < ", w.out(), ")");
   if (m == 0 || w.out() == 0) return;
