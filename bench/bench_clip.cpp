@@ -27,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using focuspatch::ClipModel;
+using focuspatch::CpuPrecision;
 using focuspatch::DType;
 
 using focuspatch::bench::random_images;
@@ -59,10 +60,12 @@ class Models {
     return files_.emplace(key, std::move(path)).first->second;
   }
 
-  const ClipModel<>& model(const std::string& preset, DType dtype) {
+  const ClipModel<>& model(const std::string& preset, DType dtype, CpuPrecision precision = CpuPrecision::F32) {
     const fs::path& path = file(preset, dtype);
-    auto it = models_.find(path.string());
-    if (it == models_.end()) it = models_.emplace(path.string(), std::make_unique<ClipModel<>>(path.string())).first;
+    const std::string key = path.string() + "/" + cpu_precision_name(precision);
+    auto it = models_.find(key);
+    if (it == models_.end())
+      it = models_.emplace(key, std::make_unique<ClipModel<>>(path.string(), focuspatch::CpuBackend(focuspatch::CpuOptions{precision}))).first;
     return *it->second;
   }
 
@@ -86,12 +89,25 @@ Models& models() {
   return m;
 }
 
-void encode_images(benchmark::State& state, const std::string& preset, DType dtype, std::int64_t batch) {
-  const auto& model = models().model(preset, dtype);
+// The path that ran goes into the benchmark's label ("cpu bf16 avx512bf16"); a bf16 request this
+// machine cannot serve is reported as an error rather than timed as fp32 under a bf16 name.
+bool check_path(benchmark::State& state, const ClipModel<>& model, CpuPrecision precision) {
+  state.SetLabel(model.backend().description());
+  if (precision == CpuPrecision::BF16 && !focuspatch::is_bf16(model.backend().linear_path())) {
+    state.SkipWithError(("this machine runs " + model.backend().description()).c_str());
+    return false;
+  }
+  return true;
+}
+
+void encode_images(benchmark::State& state, const std::string& preset, DType dtype, std::int64_t batch, CpuPrecision precision) {
+  const auto& model = models().model(preset, dtype, precision);
+  if (!check_path(state, model, precision)) return;
   const int size = model.config().vision.image_size;
   const auto images = random_images(batch, size);
   bool fresh = false;
-  const std::string key = "images/" + preset + "/" + std::string(focuspatch::dtype_name(dtype)) + "/" + std::to_string(batch);
+  const std::string key = "images/" + preset + "/" + std::string(focuspatch::dtype_name(dtype)) + "/" + std::to_string(batch) + "/" +
+                          cpu_precision_name(precision);
   ClipModel<>::Workspace& ws = models().workspace(key, fresh);
   const focuspatch::VisionRequest request;  // the default: patch tokens too, as FocusPatch uses them
   if (fresh) {
@@ -103,7 +119,7 @@ void encode_images(benchmark::State& state, const std::string& preset, DType dty
     benchmark::DoNotOptimize(out.image_embeddings.data());
   }
   state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
-  focuspatch::bench::report_flops(state, vision_flops(model.config(), batch));
+  focuspatch::bench::report_flops(state, vision_flops(model.config(), batch), precision == CpuPrecision::BF16);
 }
 
 // Token ids for sequences of the given lengths: start and end of text around arbitrary word ids.
@@ -120,12 +136,13 @@ std::vector<std::vector<std::int32_t>> prompts(const std::vector<int>& lengths) 
   return ids;
 }
 
-void encode_token_ids(benchmark::State& state, const std::string& preset, std::vector<int> lengths) {
-  const auto& model = models().model(preset, DType::F32);
+void encode_token_ids(benchmark::State& state, const std::string& preset, std::vector<int> lengths, CpuPrecision precision) {
+  const auto& model = models().model(preset, DType::F32, precision);
+  if (!check_path(state, model, precision)) return;
   const auto ids = prompts(lengths);
   std::int64_t longest = 0;
   for (int l : lengths) longest = std::max<std::int64_t>(longest, l);
-  std::string key = "text/" + preset;
+  std::string key = "text/" + preset + "/" + cpu_precision_name(precision);
   for (int l : lengths) key += "/" + std::to_string(l);
   bool fresh = false;
   ClipModel<>::Workspace& ws = models().workspace(key, fresh);
@@ -139,7 +156,7 @@ void encode_token_ids(benchmark::State& state, const std::string& preset, std::v
   }
   const auto n = static_cast<std::int64_t>(ids.size());
   state.counters["prompts/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
-  focuspatch::bench::report_flops(state, text_flops(model.config(), n, longest));
+  focuspatch::bench::report_flops(state, text_flops(model.config(), n, longest), precision == CpuPrecision::BF16);
 }
 
 // Opening a converted file: fp32 weights are used in place from the mapping, fp16 ones decoded to
@@ -157,32 +174,44 @@ void register_all() {
   using benchmark::RegisterBenchmark;
   const std::string b16 = "ViT-B/16";
   for (std::int64_t batch : {1, 8})
-    RegisterBenchmark(("encode_images/ViT-B/16/f32/b" + std::to_string(batch)).c_str(), encode_images, b16, DType::F32, batch)
+    RegisterBenchmark(("encode_images/ViT-B/16/f32/b" + std::to_string(batch)).c_str(), encode_images, b16, DType::F32, batch, CpuPrecision::F32)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-  RegisterBenchmark("encode_images/ViT-B/16/f16/b1", encode_images, b16, DType::F16, std::int64_t{1})
+  // bf16 products from the same fp32 file (weights packed to bf16 at load): bench/compare.py's
+  // "ours-bf16" column.
+  for (std::int64_t batch : {1, 8})
+    RegisterBenchmark(("encode_images/ViT-B/16/bf16-compute/b" + std::to_string(batch)).c_str(), encode_images, b16, DType::F32, batch,
+                      CpuPrecision::BF16)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  RegisterBenchmark("encode_token_ids/ViT-B/16/bf16-compute/32 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(32, 77),
+                    CpuPrecision::BF16)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  RegisterBenchmark("encode_images/ViT-B/16/f16/b1", encode_images, b16, DType::F16, std::int64_t{1}, CpuPrecision::F32)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   // Eight prompt-ensemble-like sentences ("a photo of a damaged bottle with a crack.") with their
   // start and end tokens; the batch is padded to the longest, 17.
   RegisterBenchmark("encode_token_ids/ViT-B/16/8 prompts 8..17 tokens", encode_token_ids, b16,
-                    std::vector<int>{9, 12, 8, 15, 11, 17, 10, 13})
+                    std::vector<int>{9, 12, 8, 15, 11, 17, 10, 13}, CpuPrecision::F32)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   // The same eight at the full context, as implementations that always pad to 77 run them.
-  RegisterBenchmark("encode_token_ids/ViT-B/16/8 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(8, 77))
+  RegisterBenchmark("encode_token_ids/ViT-B/16/8 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(8, 77), CpuPrecision::F32)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   // A batch of 32 full-context prompts: the text-tower shape bench/compare.py times against PyTorch
   // and ONNX Runtime (which pad to 77 tokens).
-  RegisterBenchmark("encode_token_ids/ViT-B/16/32 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(32, 77))
+  RegisterBenchmark("encode_token_ids/ViT-B/16/32 prompts 77 tokens", encode_token_ids, b16, std::vector<int>(32, 77), CpuPrecision::F32)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   for (DType dtype : {DType::F32, DType::F16})
     RegisterBenchmark(("load/ViT-B/16/" + std::string(focuspatch::dtype_name(dtype))).c_str(), load, b16, dtype)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-  RegisterBenchmark("Optional/encode_images/ViT-L/14/f32/b1", encode_images, std::string("ViT-L/14"), DType::F32, std::int64_t{1})
+  RegisterBenchmark("Optional/encode_images/ViT-L/14/f32/b1", encode_images, std::string("ViT-L/14"), DType::F32, std::int64_t{1},
+                    CpuPrecision::F32)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
 }

@@ -42,16 +42,21 @@ struct LinearCase {
   Use use;
   bool bias;
   focuspatch::DType weights = focuspatch::DType::F32;  // F16: read in place from half storage, widened while packing
+  focuspatch::CpuPrecision precision = focuspatch::CpuPrecision::F32;  // BF16: packed at load, bf16 products
 };
 
 void linear(benchmark::State& state, const LinearCase& c) {
-  const CpuBackend be;
+  const CpuBackend be(focuspatch::CpuOptions{c.precision});
+  if (c.precision == focuspatch::CpuPrecision::BF16 && !focuspatch::is_bf16(be.linear_path())) {
+    state.SkipWithError(("this machine runs " + be.description()).c_str());
+    return;
+  }
   const FloatTensor weight_values = filled({c.out, c.in}, 1.0f / 32.0f, 1);
   std::vector<std::uint16_t> halves;
   for (float v : weight_values.values()) halves.push_back(focuspatch::float_to_half(v));
   const auto weight = c.weights == focuspatch::DType::F16
                           ? be.upload_matrix(focuspatch::TensorView{focuspatch::DType::F16, {c.out, c.in}, halves.data()})
-                          : be.upload(weight_values);
+                          : be.upload_matrix(focuspatch::TensorView{focuspatch::DType::F32, {c.out, c.in}, weight_values.data()});
   const auto bias = be.upload(filled({c.out}, 0.02f, 2));
   const FloatTensor x = filled({c.rows, c.in}, 1.0f, 3);
   auto y = be.allocate(static_cast<std::size_t>(c.rows * c.out));
@@ -67,7 +72,7 @@ void linear(benchmark::State& state, const LinearCase& c) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  focuspatch::bench::report_flops(state, 2.0 * static_cast<double>(c.rows * c.in * c.out));
+  focuspatch::bench::report_flops(state, 2.0 * static_cast<double>(c.rows * c.in * c.out), focuspatch::is_bf16(be.linear_path()));
 }
 
 struct AttentionCase {
@@ -143,6 +148,16 @@ void register_all() {
     add_block_linears(half, "ViT-B/16/b" + std::to_string(batch) + "/f16", vit_seq * batch, vit_w, vit_m);
     for (auto& c : half) c.weights = focuspatch::DType::F16;
     linears.insert(linears.end(), half.begin(), half.end());
+  }
+  // bf16 products (AVX512-BF16 / AMX), %peak against the measured bf16 dot-product peak.
+  for (std::int64_t batch : {1, 8}) {
+    std::vector<LinearCase> bf16;
+    const std::string tag = "ViT-B/16/b" + std::to_string(batch) + "/bf16";
+    add_block_linears(bf16, tag, vit_seq * batch, vit_w, vit_m);
+    bf16.push_back({tag + "/patch_embed", vit_patches * batch, 3 * 16 * 16, vit_w, Use::Plain, false});
+    bf16.push_back({tag + "/projection", vit_seq * batch, vit_w, embed, Use::Plain, false});
+    for (auto& c : bf16) c.precision = focuspatch::CpuPrecision::BF16;
+    linears.insert(linears.end(), bf16.begin(), bf16.end());
   }
   for (const auto& c : linears) {
     const std::string name = "linear/" + c.name + " " + std::to_string(c.rows) + "x" + std::to_string(c.in) + "->" +

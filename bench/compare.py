@@ -12,6 +12,12 @@ torch.onnx.export, and the two are checked to give the same outputs).
                --benchmark_repetitions of one iteration, --benchmark_format=json
   PyTorch      eager, torch.inference_mode(), torch.set_num_threads(threads), OMP_WAIT_POLICY=PASSIVE
                (see pytorch_compare.py), in a worker process that keeps its models loaded
+  ours-bf16    the same bench_clip, its bf16-compute benchmarks: CpuBackend with --precision bf16
+               (AVX512-BF16 or AMX as cpuid allows; the path ran is in the benchmark's label)
+  pytorch-bf16 the PyTorch model under torch.autocast("cpu", dtype=torch.bfloat16) (oneDNN)
+  pytorch-int8 torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8): int8 weights,
+               activations quantized per batch (the attention's packed in-projection stays fp32, as
+               PyTorch leaves nn.MultiheadAttention's weights alone)
   ONNX Runtime bench/ort_time.mjs --serve (onnxruntime-node, CPU provider, intraOpNumThreads = threads,
                interOpNumThreads 1, graph optimization "all"), sessions kept open
 
@@ -29,6 +35,7 @@ Needs: the Debian torch (/usr/bin/python3), node with onnxruntime-node
 Exported .onnx files, inputs and .fpw files go to BUILD/compare (reused when up to date).
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -50,7 +57,17 @@ CASES = {  # name: (tower, batch, bench_clip benchmark, what one item is)
     "image-b8": ("image", 8, "encode_images/ViT-B/16/f32/b8", "images"),
     "text-b32": ("text", 32, "encode_token_ids/ViT-B/16/32 prompts 77 tokens", "prompts"),
 }
-ENGINES = ("ours", "pytorch", "ort")
+# bench_clip's benchmarks for ours-bf16 (bf16 products from the same fp32 weights).
+OURS_BF16 = {
+    "image-b1": "encode_images/ViT-B/16/bf16-compute/b1",
+    "image-b8": "encode_images/ViT-B/16/bf16-compute/b8",
+    "text-b32": "encode_token_ids/ViT-B/16/bf16-compute/32 prompts 77 tokens",
+}
+ENGINES = ("ours", "ours-bf16", "pytorch", "pytorch-bf16", "pytorch-int8", "ort")
+PYTORCH_MODES = {"pytorch": "f32", "pytorch-bf16": "bf16", "pytorch-int8": "int8"}
+# Which ratios the summary prints: (ours, other).
+PAIRS = (("ours", "pytorch"), ("ours", "ort"), ("ours", "pytorch-int8"), ("ours-bf16", "pytorch-bf16"),
+         ("ours-bf16", "pytorch-int8"), ("ours-bf16", "ours"))
 
 
 def vision_flops(image, patch, width, layers, embed, batch):
@@ -175,7 +192,7 @@ def torch_worker(args):
     info["onnx"] = onnx
     protocol.write(json.dumps(info) + "\n")
 
-    inputs = {}
+    inputs, variants = {}, {}
     for line in sys.stdin:
         request = json.loads(line)
         case = request["case"]
@@ -183,9 +200,14 @@ def torch_worker(args):
         if case not in inputs:
             _, dtype, shape, path = case_inputs(work, case)
             inputs[case] = torch.from_numpy(np.fromfile(path, dtype=dtype).reshape(shape))
-        model, x = models[tower], inputs[case]
+        mode = request.get("mode", "f32")
+        if mode == "int8" and (tower, mode) not in variants:
+            variants[(tower, mode)] = torch.ao.quantization.quantize_dynamic(models[tower], {nn.Linear}, dtype=torch.qint8)
+        model, x = variants.get((tower, mode), models[tower]), inputs[case]
         times = []
-        with torch.inference_mode():
+        # bf16: autocast runs the linear layers and matmuls in bf16 (oneDNN), LayerNorm and softmax in fp32.
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+        with torch.inference_mode(), context:
             for _ in range(request.get("warmup", 0)):
                 out = model(x)
             for _ in range(request.get("runs", 1)):
@@ -193,7 +215,7 @@ def torch_worker(args):
                 out = model(x)
                 times.append((time.perf_counter() - start) * 1e3)
         if request.get("output_file"):
-            out.numpy().astype(np.float32).tofile(request["output_file"])
+            out.float().numpy().astype(np.float32).tofile(request["output_file"])
         protocol.write(json.dumps(dict(times_ms=times)) + "\n")
 
 
@@ -233,10 +255,12 @@ def thread_env(threads):
     return env
 
 
-def run_ours(bench_clip, cases, repetitions, threads):
+def run_ours(bench_clip, cases, repetitions, threads, bf16=False):
     """One bench_clip process: each case as `repetitions` repetitions of one iteration (after one
-    untimed warm-up forward per case). Returns {case: [ms, ...]} and the process's measured peak."""
-    names = "|".join(CASES[c][2] for c in cases)
+    untimed warm-up forward per case). Returns {case: [ms, ...]}, the process's measured fp32 and
+    bf16 peaks (GFLOP/s) and the path the benchmarks report."""
+    bench_name = {c: OURS_BF16[c] if bf16 else CASES[c][2] for c in cases}
+    names = "|".join(bench_name[c] for c in cases)
     argv = [str(bench_clip), f"--benchmark_filter=^({names})(/|$)", "--benchmark_min_time=0.001",
             f"--benchmark_repetitions={repetitions}", "--benchmark_format=json"]
     env = thread_env(threads)
@@ -248,17 +272,22 @@ def run_ours(bench_clip, cases, repetitions, threads):
         sys.exit(f"{bench_clip} failed ({done.returncode}):\n{done.stderr}")
     report = json.loads(done.stdout)
     times = {c: [] for c in cases}
+    path = ""
     for b in report["benchmarks"]:
         if b.get("run_type", "iteration") != "iteration":
             continue
+        if b.get("error_occurred"):
+            sys.exit(f"{bench_clip}: '{b['name']}': {b.get('error_message')}")
         for c in cases:
-            if b["name"].startswith(CASES[c][2] + "/"):
+            if b["name"].startswith(bench_name[c] + "/"):
                 assert b["time_unit"] == "ms", b
                 times[c].append(b["real_time"])  # per iteration, and each repetition is one iteration
+                path = b.get("label", path)
     for c in cases:
         if len(times[c]) != repetitions:
-            sys.exit(f"{bench_clip} reported {len(times[c])} runs of '{CASES[c][2]}', not {repetitions}: renamed?")
-    return times, float(report["context"].get("fp32_fma_peak_GFLOPs", "nan"))
+            sys.exit(f"{bench_clip} reported {len(times[c])} runs of '{bench_name[c]}', not {repetitions}: renamed?")
+    context = report["context"]
+    return times, (float(context.get("fp32_fma_peak_GFLOPs", "nan")), float(context.get("bf16_dot_peak_GFLOPs", "nan"))), path
 
 
 def onnx_request(work, onnx, case, runs, warmup, output_file=None):
@@ -300,9 +329,12 @@ def measure_memory(build, work, threads):
     return rows
 
 
-def summarize(times, cases):
+def summarize(times, cases, peaks=None):
+    """peaks: {engine: GFLOP/s of the path it ran} for the engines whose fraction of peak is known."""
+    peaks = peaks or {}
     print()
-    print(f"{'case':9} {'engine':8} {'runs':>4} {'median ms':>10} {'best ms':>9} {'GFLOP/s':>8} {'(best)':>7} {'items/s':>8}")
+    print(f"{'case':9} {'engine':12} {'runs':>4} {'median ms':>10} {'best ms':>9} {'GFLOP/s':>8} {'(best)':>7} {'%peak':>6} "
+          f"{'items/s':>8}")
     for case in cases:
         flops, batch, unit = case_flops(case), CASES[case][1], CASES[case][3]
         for engine in ENGINES:
@@ -310,21 +342,19 @@ def summarize(times, cases):
             if not t:
                 continue
             med, best = statistics.median(t), min(t)
-            print(f"{case:9} {engine:8} {len(t):4d} {med:10.1f} {best:9.1f} {flops / med * 1e-6:8.1f} "
-                  f"{flops / best * 1e-6:7.1f} {batch / med * 1e3:8.2f} {unit}/s")
-    if not any(times["ours"][c] for c in cases) or not any(times[o][c] for o in ("pytorch", "ort") for c in cases):
-        return
+            peak = f"{100 * flops / med * 1e-6 / peaks[engine]:6.1f}" if peaks.get(engine) else f"{'':6}"
+            print(f"{case:9} {engine:12} {len(t):4d} {med:10.1f} {best:9.1f} {flops / med * 1e-6:8.1f} "
+                  f"{flops / best * 1e-6:7.1f} {peak} {batch / med * 1e3:8.2f} {unit}/s")
     print("\nratios of times, ours / other (below 1: ours is faster)")
-    print(f"{'case':9} {'other':8} {'medians':>8} {'best':>6} {'per-round median':>17}")
+    print(f"{'case':9} {'ours':10} {'other':12} {'medians':>8} {'best':>6} {'per-round median':>17}")
     for case in cases:
-        ours = times["ours"][case]
-        for other in ("pytorch", "ort"):
-            theirs = times[other][case]
+        for mine, other in PAIRS:
+            ours, theirs = times[mine][case], times[other][case]
             if not ours or not theirs:
                 continue
             flat_o, flat_t = [x for r in ours for x in r], [x for r in theirs for x in r]
             paired = [statistics.median(a) / statistics.median(b) for a, b in zip(ours, theirs) if a and b]
-            print(f"{case:9} {other:8} {statistics.median(flat_o) / statistics.median(flat_t):8.3f} "
+            print(f"{case:9} {mine:10} {other:12} {statistics.median(flat_o) / statistics.median(flat_t):8.3f} "
                   f"{min(flat_o) / min(flat_t):6.3f} {statistics.median(paired):17.3f}")
 
 
@@ -360,7 +390,7 @@ def main():
         return torch_worker(args)
 
     bench_clip = build / "bench" / "bench_clip"
-    if "ours" in args.engines and not bench_clip.exists():
+    if any(e.startswith("ours") for e in args.engines) and not bench_clip.exists():
         sys.exit(f"{bench_clip} is missing: configure {build} with -DFOCUSPATCH_BUILD_BENCH=ON and build the target bench_clip")
     work.mkdir(parents=True, exist_ok=True)
     write_inputs(work)
@@ -370,7 +400,7 @@ def main():
     env = thread_env(args.threads)
     workers = {}
     onnx = {}
-    if "pytorch" in args.engines or "ort" in args.engines:  # the ORT models are exported by the torch worker
+    if any(e.startswith("pytorch") or e == "ort" for e in args.engines):  # the ORT models are exported by the torch worker
         workers["pytorch"] = Worker([sys.executable, str(Path(__file__).resolve()), "--worker", "torch", "--build", str(build),
                                      "--work", str(work), "--threads", str(args.threads)], env=env)
         info = workers["pytorch"].read()
@@ -391,12 +421,12 @@ def main():
     import numpy as np
     for case in args.cases:
         outs = {}
-        for engine in ("pytorch", "ort"):
-            if engine not in args.engines:
+        for engine in ("pytorch", "pytorch-bf16", "pytorch-int8", "ort"):
+            if engine not in args.engines and not (engine == "pytorch" and "ort" in args.engines):
                 continue
             out = str(work / f"output-{engine}-{case}.bin")
-            if engine == "pytorch":
-                workers[engine].ask(dict(case=case, runs=0, warmup=args.warmup, output_file=out))
+            if engine.startswith("pytorch"):
+                workers["pytorch"].ask(dict(case=case, runs=0, warmup=args.warmup, output_file=out, mode=PYTORCH_MODES[engine]))
             else:
                 answer = workers[engine].ask(onnx_request(work, onnx, case, 0, args.warmup, out))
                 if case == args.cases[0]:
@@ -405,7 +435,13 @@ def main():
                           f"intra-op threads {answer['threads']}, spinning {answer['spin']}, session created in "
                           f"{answer['session_create_ms'] / 1e3:.1f} s", flush=True)
             outs[engine] = np.fromfile(out, dtype=np.float32)
-        if len(outs) == 2:
+        for engine in ("pytorch-bf16", "pytorch-int8"):
+            if engine in outs and "pytorch" in outs:
+                a, b = outs["pytorch"].astype(np.float64), outs[engine].astype(np.float64)
+                rows = a.reshape(CASES[case][1], -1), b.reshape(CASES[case][1], -1)
+                cos = min(float((x @ y) / np.sqrt((x @ x) * (y @ y))) for x, y in zip(*rows))
+                print(f"{case}: {engine} output vs PyTorch fp32: lowest cosine over the batch {cos:.5f}", flush=True)
+        if "pytorch" in outs and "ort" in outs:
             a, b = outs["pytorch"], outs["ort"]
             diff = float(np.abs(a - b).max()) / max(float(np.abs(a).max()), 1e-30) if a.shape == b.shape else float("inf")
             print(f"{case}: ORT output vs PyTorch: max |difference| / max |value| = {diff:.1e}", flush=True)
@@ -414,7 +450,7 @@ def main():
 
     rounds = -(-args.runs // args.per_round)
     times = {e: {c: [] for c in args.cases} for e in ENGINES}
-    peaks, loads = [], []
+    peaks, loads, paths = [], [], {}
     engines = [e for e in ENGINES if e in args.engines]
     started = time.time()
     for r in range(rounds):
@@ -422,15 +458,15 @@ def main():
         order = engines[r % len(engines):] + engines[:r % len(engines)]
         loads.append(os.getloadavg()[0])
         for engine in order:
-            if engine == "ours":
-                got, peak = run_ours(bench_clip, args.cases, k, args.threads)
+            if engine.startswith("ours"):
+                got, peak, paths[engine] = run_ours(bench_clip, args.cases, k, args.threads, bf16=engine == "ours-bf16")
                 peaks.append(peak)
                 for c in args.cases:
-                    times["ours"][c].append(got[c])
+                    times[engine][c].append(got[c])
             else:
                 for c in args.cases:
-                    if engine == "pytorch":
-                        answer = workers[engine].ask(dict(case=c, runs=k, warmup=0))
+                    if engine.startswith("pytorch"):
+                        answer = workers["pytorch"].ask(dict(case=c, runs=k, warmup=0, mode=PYTORCH_MODES[engine]))
                     else:
                         answer = workers[engine].ask(onnx_request(work, onnx, c, k, 0))
                     times[engine][c].append(answer["times_ms"])
@@ -442,8 +478,16 @@ def main():
 
     print(f"\n{rounds} rounds in {time.time() - started:.0f} s; load average (1 min) at round starts "
           f"{min(loads):.2f}-{max(loads):.2f}, now {os.getloadavg()[0]:.2f}"
-          + (f"; bench_clip's measured fp32 peak {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s" if peaks else ""))
-    summarize(times, args.cases)
+          + (f"; bench_clip's measured peaks: fp32 FMA {min(p[0] for p in peaks):.0f}-{max(p[0] for p in peaks):.0f}, "
+             f"bf16 dot {min(p[1] for p in peaks):.0f}-{max(p[1] for p in peaks):.0f} GFLOP/s" if peaks else ""))
+    for engine, path in paths.items():
+        print(f"{engine}: {path}")
+    peak_of = {}
+    if peaks:
+        peak_of = {"ours": max(p[0] for p in peaks), "ours-bf16": max(p[1] for p in peaks) or None}
+        if "ours-bf16" in paths and "bf16" not in paths["ours-bf16"]:
+            peak_of["ours-bf16"] = peak_of["ours"]
+    summarize(times, args.cases, peak_of)
 
     memory = []
     if not args.no_memory:
@@ -456,7 +500,7 @@ def main():
             memory.append(dict(dtype=dtype, file_bytes=size, peak_rss_bytes=rss))
 
     if args.json_out:
-        record = dict(threads=args.threads, cases=args.cases, times_ms=times, bench_clip_peak_gflops=peaks,
+        record = dict(threads=args.threads, cases=args.cases, times_ms=times, bench_clip_peak_gflops=peaks, paths=paths,
                       load_average=loads, memory=memory)
         Path(args.json_out).write_text(json.dumps(record, indent=1))
 

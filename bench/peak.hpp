@@ -12,6 +12,10 @@
 //    compiler keeps each in one register and turns each step into one vfmadd (AVX-512 on Zen 4).
 //    2 FLOP per lane per FMA. The threads are OpenMP's (the same pool Eigen and the CPU backend
 //    use), as many as omp_get_max_threads(), i.e. OMP_NUM_THREADS. Best of 5 runs of ~50 ms.
+//  * bf16 dot-product peak (AVX512-BF16 builds): the same independent chains with vdpbf16ps,
+//    acc = acc + a[2i] b[2i] + a[2i+1] b[2i+1] per fp32 lane: 4 FLOP per lane per instruction, 64 per
+//    zmm. What the bf16 linear layers are measured against (Zen 4 runs it at the fp32 FMA's
+//    instruction rate, so twice its FLOP/s). AMX is not measured here (no such machine was at hand).
 //  * Memory bandwidth: STREAM's copy (a = b) and triad (a = b + s * c) over arrays of 64 MiB each,
 //    far beyond any last-level cache, split statically across the same threads (first-touch
 //    initialised by the thread that later streams them). Bytes counted as STREAM does: 2 or 3
@@ -30,6 +34,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
 #endif
 
 namespace focuspatch::bench {
@@ -100,6 +107,43 @@ inline double fma_rate(int threads, std::int64_t iterations) {
   return 2.0 * kChains * kLanes * static_cast<double>(iterations) * threads / seconds;
 }
 
+#if defined(__AVX512BF16__)
+// One thread's vdpbf16ps stream: 4 * 16 * kChains FLOP per iteration.
+inline float bf16_chains(std::int64_t iterations, float seed, float scale) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed + 0.001f * static_cast<float>(c));
+  const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(scale), _mm512_set1_ps(scale));
+  const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(-scale), _mm512_set1_ps(scale));  // pairs cancel: acc stays finite
+  for (std::int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+  }
+  alignas(64) float lanes[16];  // (not _mm512_reduce_add_ps: GCC 12 warns inside it)
+  float sum = 0.0f;
+  for (int c = 0; c < kChains; ++c) {
+    _mm512_store_ps(lanes, acc[c]);
+    for (float v : lanes) sum += v;
+  }
+  return sum;
+}
+
+inline double bf16_rate(int threads, std::int64_t iterations) {
+  volatile float scale_source = 0.5f;
+  const float scale = scale_source;
+  float sink = 0.0f;
+  const auto start = std::chrono::steady_clock::now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  sink += bf16_chains(iterations, 1.0f + 0.01f * static_cast<float>(omp_get_thread_num()), scale);
+#else
+  sink = bf16_chains(iterations, 1.0f, scale);
+#endif
+  const double seconds = seconds_since(start);
+  benchmark::DoNotOptimize(sink);
+  return 4.0 * 16 * kChains * static_cast<double>(iterations) * threads / seconds;
+}
+#endif
+
 struct FloatArray {
   struct Free {
     void operator()(float* p) const { std::free(p); }
@@ -125,6 +169,26 @@ inline double measure_fma_peak(int threads) {
   double best = 0.0;
   for (int run = 0; run < 5; ++run) best = std::max(best, detail::fma_rate(threads, iterations));
   return best;
+}
+
+// Peak bf16 dot-product FLOP/s of `threads` threads; 0 where the build has no AVX512-BF16.
+inline double measure_bf16_peak(int threads) {
+#if defined(__AVX512BF16__)
+  std::int64_t iterations = 1 << 16;
+  while (true) {
+    const auto start = std::chrono::steady_clock::now();
+    detail::bf16_rate(threads, iterations);
+    if (detail::seconds_since(start) > 0.02) break;
+    iterations *= 2;
+  }
+  iterations = iterations * 5 / 2;
+  double best = 0.0;
+  for (int run = 0; run < 5; ++run) best = std::max(best, detail::bf16_rate(threads, iterations));
+  return best;
+#else
+  (void)threads;
+  return 0.0;
+#endif
 }
 
 struct Bandwidth {
@@ -166,6 +230,7 @@ struct MachinePeak {
   int threads = 1;
   double flops = 0.0;             // fp32 FLOP/s, all threads
   double flops_one_thread = 0.0;  // fp32 FLOP/s, one thread
+  double bf16_flops = 0.0;        // bf16 dot-product FLOP/s, all threads (0: not measurable here)
   Bandwidth memory;               // bytes/s, all threads
 };
 
@@ -176,6 +241,7 @@ inline const MachinePeak& machine_peak() {
     p.threads = bench_threads();
     p.flops = measure_fma_peak(p.threads);
     p.flops_one_thread = p.threads == 1 ? p.flops : measure_fma_peak(1);
+    p.bf16_flops = measure_bf16_peak(p.threads);
     p.memory = measure_memory_bandwidth(p.threads);
     return p;
   }();
@@ -189,18 +255,20 @@ inline void add_peak_context() {
   benchmark::AddCustomContext("threads", std::to_string(p.threads));
   benchmark::AddCustomContext("fp32_fma_peak_GFLOPs", fixed(p.flops * 1e-9));
   benchmark::AddCustomContext("fp32_fma_peak_one_thread_GFLOPs", fixed(p.flops_one_thread * 1e-9));
+  benchmark::AddCustomContext("bf16_dot_peak_GFLOPs", fixed(p.bf16_flops * 1e-9));
   benchmark::AddCustomContext("stream_copy_GBs", fixed(p.memory.copy * 1e-9));
   benchmark::AddCustomContext("stream_triad_GBs", fixed(p.memory.triad * 1e-9));
   benchmark::AddCustomContext("simd_lanes_x_chains", std::to_string(kLanes) + " x " + std::to_string(kChains));
 }
 
-// Counters for work of `flops` FLOP per iteration: FLOP/s and the percentage of the measured FMA
-// peak. Both are rates, so they are divided by the benchmark's time; register the benchmark with
-// UseRealTime(), as with several threads the default (CPU time of all threads) would undercount.
-inline void report_flops(benchmark::State& state, double flops) {
+// Counters for work of `flops` FLOP per iteration: FLOP/s and the percentage of the measured peak
+// of the path that ran (fp32 FMA, or bf16 dot products with bf16 = true). Both are rates, so they
+// are divided by the benchmark's time; register the benchmark with UseRealTime(), as with several
+// threads the default (CPU time of all threads) would undercount.
+inline void report_flops(benchmark::State& state, double flops, bool bf16 = false) {
   state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["%peak"] =
-      benchmark::Counter(100.0 * flops / machine_peak().flops, benchmark::Counter::kIsIterationInvariantRate);
+  const double peak = bf16 && machine_peak().bf16_flops > 0 ? machine_peak().bf16_flops : machine_peak().flops;
+  state.counters["%peak"] = benchmark::Counter(100.0 * flops / peak, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Counters for `bytes` of memory traffic per iteration, against the measured triad bandwidth.

@@ -1,6 +1,6 @@
 #pragma once
 // Multi-head attention on the GPU, the CUDA backend's counterpart of cpu_attention
-// (include/focuspatch/backend/cpu_attention.hpp), over the same packed layout. Host code may
+// (include/focuspatch/backend/cpu/attention.hpp), over the same packed layout. Host code may
 // include this header (the tests do, compiled by the host compiler); the kernels are in attention.cu.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -6,6 +6,9 @@ packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenc
 # focuspatch-serve (HTTP, gRPC) and its tests, which drive it with real clients
 packages+=(libcpp-httplib-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   curl python3-requests python3-grpcio python3-grpc-tools python3-numpy)
+# --bench: what bench/compare.py compares against and profiles with. Without an optimised BLAS
+# Debian's torch falls back to reference BLAS and its timings mean nothing (compare.py refuses).
+if [ "${1:-}" = "--bench" ]; then packages+=(python3-torch libopenblas0-pthread linux-perf); fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,4 +1,4 @@
-// The CPU backend's attention (backend/cpu_attention.hpp) against a naive double-precision
+// The CPU backend's attention (backend/cpu/attention.hpp) against a naive double-precision
 // reference written out here from the definition, softmax(q k^T / sqrt(d)) v per head, and its
 // exp kernel against std::exp in double.
 #include <doctest/doctest.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu.hpp"
-#include "focuspatch/backend/cpu_attention.hpp"
+#include "focuspatch/backend/cpu/attention.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;

@@ -16,7 +16,7 @@
 #include "attention.cuh"
 #include "cuda_check.cuh"
 #include "cuda_test_support.hpp"
-#include "focuspatch/backend/cpu_attention.hpp"
+#include "focuspatch/backend/cpu/attention.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/half.hpp"

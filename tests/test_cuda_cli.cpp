@@ -49,7 +49,7 @@ TEST_CASE("--device and --precision are checked before anything runs") {
       {"--device gpu", "'gpu' is neither cpu nor cuda[:N]"},
       {"--device cuda:x", "does not name a GPU number"},
       {"--device cuda:", "does not name a GPU number"},
-      {"--precision bf16", "applies to --device cuda only"},
+      {"--precision f16", "is neither f32 nor bf16 (the values for --device cpu)"},
   };
   for (const auto& [arguments, message] : cases) {
     CAPTURE(arguments);
@@ -117,7 +117,7 @@ TEST_CASE("focuspatch-eval --device cuda reports the GPU and the CPU's metrics")
     REQUIRE(r.status == 0);
     results[i] = json::parse(test::read_all(fs::path(out) / "results.json"), "results.json");
   }
-  CHECK(results[0].at("device").as_string() == "cpu");
+  CHECK(results[0].at("device").as_string().rfind("cpu f32 ", 0) == 0);
   CHECK(results[1].at("device").as_string().rfind("cuda ", 0) == 0);
   // AUROCs are fractions here; the bound on pixel ranking is 0.001.
   CHECK(std::fabs(results[0].at("mean").at("pixel_auroc").as_double() - results[1].at("mean").at("pixel_auroc").as_double()) <= 0.001);

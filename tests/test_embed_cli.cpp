@@ -93,7 +93,8 @@ TEST_CASE("focuspatch-embed reproduces the reference embeddings of an image file
                          tmp / "log")
               .status == 0);
   const json::Value compact = json::parse(read_all(tmp / "compact.json"), "compact.json");
-  REQUIRE(compact.size() == 4);
+  REQUIRE(compact.size() == 5);
+  CHECK(compact.at("device").as_string().rfind("cpu f32 ", 0) == 0);
   CHECK(compact.at("image_embeddings").size() == 2);
   // A batch of two may round differently from a batch of one in the last bits.
   auto close = [](const std::vector<double>& a, const std::vector<double>& b) {

@@ -1,4 +1,4 @@
-// The fused linear-layer GEMM (backend/cpu_gemm.hpp) and its vector exp/erf (backend/cpu_math.hpp)
+// The fused linear-layer GEMM (backend/cpu/gemm.hpp) and its vector exp/erf (backend/cpu/vector_math.hpp)
 // against independent references: a naive double-precision triple loop with the activations
 // evaluated in double, and std::exp / std::erf in double. Shapes are chosen to hit every edge of
 // the blocking (micro-tile 14 x 32, K blocks of 1024, N blocks of 384, M blocks of 84) and of the
@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu.hpp"
-#include "focuspatch/backend/cpu_gemm.hpp"
-#include "focuspatch/backend/cpu_math.hpp"
+#include "focuspatch/backend/cpu/gemm.hpp"
+#include "focuspatch/backend/cpu/vector_math.hpp"
 #include "focuspatch/core/half.hpp"
 #include "test_paths.hpp"
 

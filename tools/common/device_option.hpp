@@ -1,7 +1,7 @@
 #pragma once
-// --device cpu|cuda[:N] and --precision f16|bf16, shared by the programs that run the model: picks
-// the backend and runs the program's body with it. Programs built without CUDA still accept the
-// option and say why cuda is unavailable.
+// --device cpu|cuda[:N] and --precision (f32|bf16 on the CPU, f16|bf16 on a GPU), shared by the
+// programs that run the model: picks the backend and runs the program's body with it. Programs
+// built without CUDA still accept the option and say why cuda is unavailable.
 #include <string>
 
 #include "common/cli_args.hpp"
@@ -16,7 +16,8 @@ namespace focuspatch::cli {
 inline constexpr const char* kDeviceOption = "device";
 inline constexpr const char* kPrecisionOption = "precision";
 
-inline std::string device_description(const CpuBackend&) { return "cpu"; }
+// What ran, for logs and JSON: "cpu bf16 avx512bf16", "cpu f32 avx512", "cuda <name> bf16", ...
+inline std::string device_description(const CpuBackend& backend) { return backend.description(); }
 #if defined(FOCUSPATCH_HAVE_CUDA)
 inline std::string device_description(const CudaBackend& backend) {
   return std::string("cuda ") + backend.device_name() + (backend.precision() == CudaPrecision::BF16 ? " bf16" : " f16");
@@ -31,8 +32,16 @@ int with_device(const Args& args, const std::string& weights, Run&& run) {
   const std::string device = args.get_or(kDeviceOption, "cpu");
   const auto precision = args.get(kPrecisionOption);
   if (device == "cpu") {
-    require(!precision, "option --precision: applies to --device cuda only (the CPU computes in fp32)");
-    return run(CpuBackend{});
+    // The CPU defaults to fp32 whatever the file stores: its bf16 is opt-in (it changes results
+    // in the third digit, and only CPUs with AVX512-BF16 or AMX run it faster).
+    (void)weights;  // only the GPU's default precision looks at the file
+    CpuOptions options;
+    if (precision) {
+      require(*precision == "f32" || *precision == "bf16", "option --precision: '", *precision,
+              "' is neither f32 nor bf16 (the values for --device cpu)");
+      options.precision = *precision == "bf16" ? CpuPrecision::BF16 : CpuPrecision::F32;
+    }
+    return run(CpuBackend(options));
   }
   require(device == "cuda" || device.rfind("cuda:", 0) == 0, "option --device: '", device, "' is neither cpu nor cuda[:N]");
 #if defined(FOCUSPATCH_HAVE_CUDA)
@@ -44,7 +53,8 @@ int with_device(const Args& args, const std::string& weights, Run&& run) {
     options.device = std::stoi(index);
   }
   if (precision) {
-    require(*precision == "f16" || *precision == "bf16", "option --precision: '", *precision, "' is neither f16 nor bf16");
+    require(*precision == "f16" || *precision == "bf16", "option --precision: '", *precision,
+            "' is neither f16 nor bf16 (the values for --device cuda)");
     options.precision = *precision == "bf16" ? CudaPrecision::BF16 : CudaPrecision::F16;
   } else if (!weights.empty()) {
     const WeightFile file(weights);  // the header only; the model's load checks the rest

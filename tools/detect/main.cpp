@@ -72,8 +72,9 @@ options:
                        calibration: normal level cold, pixel threshold in the middle)
   --max-image-pixels N refuse larger images before decoding them (default 100000000)
   --device D           cpu (default) or cuda[:N], the N-th GPU (default 0)
-  --precision P        with --device cuda: f16 or bf16 matrix products (default: bf16 for
-                       weights stored in bf16, else f16)
+  --precision P        matrix products: on the CPU f32 (default) or bf16 (AVX512-BF16/AMX,
+                       else f32); on a GPU f16 or bf16 (default: bf16 for weights stored
+                       in bf16, else f16)
   -h, --help           this text
 )";
 

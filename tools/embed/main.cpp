@@ -38,8 +38,9 @@ options:
   --max-image-pixels N
                      refuse larger images before decoding them (default 100000000)
   --device D         cpu (default) or cuda[:N], the N-th GPU (default 0)
-  --precision P      with --device cuda: f16 or bf16 matrix products (default: bf16 for
-                     weights stored in bf16, else f16)
+  --precision P      matrix products: on the CPU f32 (default) or bf16 (AVX512-BF16/AMX,
+                     else f32); on a GPU f16 or bf16 (default: bf16 for weights stored
+                     in bf16, else f16)
   -h, --help         this text
 )";
 
@@ -91,6 +92,7 @@ void write_compact(focuspatch::ClipModel<Backend>& model, const std::vector<std:
   const std::int64_t D = model.config().embed_dim;
   json::Writer w(0);
   w.begin_object();
+  w.member("device", cli::device_description(model.backend()));  // which kernels ran, e.g. "cpu bf16 avx512bf16"
   w.key("image_embeddings").begin_array();
   VisionOutput v;
   if (!images.empty()) {
@@ -150,7 +152,7 @@ int run(int argc, char** argv) {
 
     json::Writer w(1);
     w.begin_object();
-    w.member("weights", *weights);
+    w.member("weights", *weights).member("device", cli::device_description(model.backend()));
     w.key("model").begin_object();
     w.member("image_size", size).member("patch_size", c.vision.patch_size).member("embed_dim", c.embed_dim);
     w.member("logit_scale", c.logit_scale).member("normalized", normalize);

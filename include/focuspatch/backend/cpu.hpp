@@ -1,7 +1,15 @@
 #pragma once
-// The CPU backend: fp32 compute with OpenMP threads; linear layers run our own fused GEMM
-// (cpu_gemm.hpp), the rest Eigen. fp32 weights are used in place from the mapped weight file;
-// fp16/bf16 matrices of linear layers too (widened while the GEMM packs them), other fp16/bf16
+// The CPU backend, with OpenMP threads; its kernels live in backend/cpu/, one family per file and
+// ISA, and backend/cpu/gemm.hpp is where the linear layers' kernel is picked.
+//
+// Precision (CpuOptions): f32 (default) or bf16 matrix products. With bf16, linear layers multiply
+// bf16 operands with fp32 sums, on AMX tiles or AVX512-BF16 as cpuid allows (else fp32: the path
+// actually run is linear_path(), reported by description()); their weights are converted and
+// packed into the kernels' layout once, here at load. LayerNorm, softmax, the residual streams,
+// attention and everything downstream stay fp32, as on the GPU.
+//
+// In f32, linear layers run our own fused GEMM: fp32 weights are used in place from the mapped
+// weight file; fp16/bf16 matrices too (widened while the GEMM packs them). Other fp16/bf16
 // weights are decoded to fp32 once, at load.
 //
 // Every backend offers this same small op set over row-major matrices addressed by raw pointers
@@ -15,30 +23,60 @@
 #include <limits>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
-#include "focuspatch/backend/cpu_attention.hpp"
-#include "focuspatch/backend/cpu_gemm.hpp"
+#include "focuspatch/backend/cpu/attention.hpp"
+#include "focuspatch/backend/cpu/gemm.hpp"
+#include "focuspatch/backend/cpu/isa.hpp"
 #include "focuspatch/backend/ops.hpp"
 #include "focuspatch/core/error.hpp"
 #include "focuspatch/core/tensor.hpp"
 
 namespace focuspatch {
 
+struct CpuOptions {
+  CpuPrecision precision = CpuPrecision::F32;
+  // A ceiling on the instruction set, below the process's (cpuid and FOCUSPATCH_CPU_ISA): lets a
+  // test or benchmark run every path the machine has in one process.
+  CpuIsa max_isa = CpuIsa::Amx;
+};
+
 class CpuBackend {
  public:
   static constexpr const char* name() { return "cpu"; }
+
+  CpuBackend() : CpuBackend(CpuOptions{}) {}
+  explicit CpuBackend(const CpuOptions& options)
+      : precision_(options.precision), isa_(std::min(options.max_isa, cpu_isa())), path_(choose_linear_path(precision_, isa_)) {}
+
+  CpuPrecision precision() const { return precision_; }
+  CpuIsa isa() const { return isa_; }
+  CpuLinearPath linear_path() const { return path_; }
+  // "cpu f32 avx512", "cpu bf16 avx512bf16", or for a bf16 request the CPU cannot serve
+  // "cpu f32 avx512 (bf16 requested; this CPU lacks avx512_bf16)".
+  std::string description() const {
+    std::string text = std::string("cpu ") + cpu_linear_path_name(path_);
+    if (precision_ == CpuPrecision::BF16 && !is_bf16(path_)) {
+      const std::string& missing = cpu_features().missing(CpuIsa::Avx512Bf16);
+      text += missing.empty() ? " (bf16 requested; capped by FOCUSPATCH_CPU_ISA or the build)"
+                              : " (bf16 requested; this CPU lacks " + missing + ")";
+    }
+    return text;
+  }
 
   // A read-only parameter in backend memory. `owner` keeps decoded or computed data alive; it is
   // empty for fp32 weights that point straight into the mapped file. `stored` is the matrix as
   // linear() reads it, in its stored dtype: for upload_matrix() of an fp16/bf16 view it points into
   // the mapped file and `data` is null (the GEMM widens panels while packing them).
+  // `packed` is set instead for a matrix of a bf16 backend: converted and packed at load.
   struct Weight {
     const float* data = nullptr;
     Shape shape;
     std::shared_ptr<const std::vector<float>> owner;
     DType dtype = DType::F32;
     const void* stored = nullptr;
+    std::shared_ptr<const PackedBf16Matrix> packed;
     std::int64_t numel() const { return element_count(shape); }
   };
 
@@ -73,21 +111,29 @@ class CpuBackend {
   Weight upload(const TensorView& view) const {
     if (view.dtype == DType::F32) {
       const auto* data = static_cast<const float*>(view.data);
-      return {data, view.shape, nullptr, DType::F32, data};
+      return {data, view.shape, nullptr, DType::F32, data, nullptr};
     }
     auto decoded = std::make_shared<std::vector<float>>(static_cast<std::size_t>(view.numel()));
     decode_to_float(view.dtype, view.data, decoded->size(), decoded->data());
-    return {decoded->data(), view.shape, decoded, DType::F32, decoded->data()};
+    return {decoded->data(), view.shape, decoded, DType::F32, decoded->data(), nullptr};
   }
-  // A weight only ever read by linear(): fp16 and bf16 stay in the mapped file, half the memory of
-  // a decoded copy; fp32 is used in place as by upload().
+  // A weight only ever read by linear(). bf16 backends pack it for their kernel here, once. In f32,
+  // fp16 and bf16 stay in the mapped file, half the memory of a decoded copy; fp32 is used in
+  // place as by upload().
   Weight upload_matrix(const TensorView& view) const {
+    if (is_bf16(path_) && view.shape.size() >= 2 && (view.dtype == DType::F32 || view.dtype == DType::F16 || view.dtype == DType::BF16)) {
+      const std::int64_t out = view.shape.at(0);
+      const std::int64_t in = out == 0 ? 0 : view.numel() / out;
+      Weight w{nullptr, view.shape, nullptr, DType::BF16, nullptr, nullptr};
+      w.packed = std::make_shared<const PackedBf16Matrix>(StoredMatrix{view.dtype, view.data, out, in});
+      return w;
+    }
     if (view.dtype != DType::F16 && view.dtype != DType::BF16) return upload(view);
-    return {nullptr, view.shape, nullptr, view.dtype, view.data};
+    return {nullptr, view.shape, nullptr, view.dtype, view.data, nullptr};
   }
   Weight upload(const FloatTensor& host) const {
     auto copy = std::make_shared<std::vector<float>>(host.values().begin(), host.values().end());
-    return {copy->data(), host.shape(), copy, DType::F32, copy->data()};
+    return {copy->data(), host.shape(), copy, DType::F32, copy->data(), nullptr};
   }
   Buffer allocate(std::size_t count) const { return Buffer(count); }
   OperandBuffer allocate_operands(std::size_t count) const { return Buffer(count); }
@@ -102,8 +148,10 @@ class CpuBackend {
               bool accumulate = false) const {
     const std::int64_t out = w.shape.at(0);
     const std::int64_t in = out == 0 ? 0 : w.numel() / out;
+    const float* b = bias ? bias->data : nullptr;
+    if (w.packed) return gemm_linear_bf16(x, in, rows, *w.packed, b, y, out, epilogue, accumulate, path_);
     const StoredMatrix matrix{w.dtype, w.stored ? w.stored : w.data, out, in};
-    gemm_linear(x, in, rows, matrix, bias ? bias->data : nullptr, y, out, epilogue, accumulate);
+    gemm_linear(x, in, rows, matrix, b, y, out, epilogue, accumulate, isa_);
   }
 
   void layer_norm(const float* x, std::int64_t rows, const Weight& gamma, const Weight& beta, float eps, float* y) const {
@@ -196,6 +244,9 @@ class CpuBackend {
   }
 
  private:
+  CpuPrecision precision_;
+  CpuIsa isa_;
+  CpuLinearPath path_;
   using RowMatrixType = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Matrix = Eigen::Map<RowMatrixType>;
   using ConstMatrix = Eigen::Map<const RowMatrixType>;

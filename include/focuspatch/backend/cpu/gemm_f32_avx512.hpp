@@ -21,58 +21,24 @@
 //    revisited by a separate pass;
 //  * pack buffers are per thread, 64-byte aligned, kept and grown only, so a steady stream of
 //    calls allocates nothing.
-// Without AVX-512 (a build without -march=native) a portable path decodes W in panels and uses
-// Eigen; both paths pass the same tests (tests/test_gemm.cpp).
-#include <Eigen/Core>
+// Used when the build targets AVX-512 and the process's ISA (backend/cpu/isa.hpp) allows it;
+// gemm_f32_portable.hpp is the other fp32 path, gemm_reference.hpp the reference for both.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <utility>
 
-#include "focuspatch/backend/cpu_math.hpp"
-#include "focuspatch/backend/cpu_parallel.hpp"
-#include "focuspatch/backend/scratch_buffer.hpp"
-#include "focuspatch/backend/ops.hpp"
-#include "focuspatch/core/dtype.hpp"
-#include "focuspatch/core/error.hpp"
+#include "focuspatch/backend/cpu/gemm_common.hpp"
+#include "focuspatch/backend/cpu/scratch_buffer.hpp"
+#include "focuspatch/backend/cpu/vector_math.hpp"
 #include "focuspatch/core/half.hpp"
-#include "focuspatch/core/tensor.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-namespace focuspatch {
-
-// A weight matrix as stored: out rows of in elements each, contiguous, in fp32, fp16 or bf16.
-struct StoredMatrix {
-  DType dtype = DType::F32;
-  const void* data = nullptr;
-  std::int64_t out = 0, in = 0;
-};
-
-namespace gemm_detail {
-
-inline int thread_count() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-inline void check(const StoredMatrix& w, std::int64_t m, std::int64_t lda, std::int64_t ldc) {
-  require(w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16, "cpu gemm: weights of dtype ",
-          dtype_name(w.dtype), " are not supported (f32, f16, bf16 are)");
-  require(m >= 0 && w.out >= 0 && w.in >= 0, "cpu gemm: negative size");
-  require(lda >= w.in && ldc >= w.out, "cpu gemm: row stride smaller than the row (lda ", lda, " < ", w.in, " or ldc ", ldc,
-          " < ", w.out, ")");
-}
 
 #if defined(__AVX512F__)
+#include <immintrin.h>
+
+namespace focuspatch {
+namespace gemm_detail {
 
 inline constexpr int kMr = 14, kNr = 32;
 // Measured on Zen 4 (1 MiB L2): K blocks of 1024 run every K = 768 layer in one pass and keep the
@@ -83,8 +49,10 @@ inline __mmask16 first_lanes(std::int64_t count) {
   return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
 
-// 16 rows of 16 floats -> 16 columns (r[i] lane j becomes r[j] lane i).
-inline void transpose16(__m512 r[16]) {
+// 16 rows of 16 floats -> 16 columns (r[i] lane j becomes r[j] lane i). Always inlined: with two
+// callers GCC otherwise keeps an out-of-line copy, r[] goes through memory, and GCC 12 warns about
+// the _mm512_undefined_ps() inside the shuffle intrinsics.
+[[gnu::always_inline]] inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
   for (int j = 0; j < 8; ++j) {
     t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
@@ -170,35 +138,12 @@ inline void pack_a(const float* a, std::int64_t lda, std::int64_t m0, std::int64
   }
 }
 
-// What the micro-kernel does with its tile on the way out.
-struct Store {
-  bool add_c = false;          // C already holds a partial sum or the residual: add to it
-  bool finish = false;         // last K block: add the bias and apply the activation
-  bool activate_then_add = false;  // residual add of an activated result (one K block only)
-  Epilogue epilogue = Epilogue::None;
-  const float* bias = nullptr;  // at this tile's first column, or null
-};
-
 // C[0:rows, 0:nr] (ldc) <- store(a_panel (kc x kMr) x b_panel (kc x kNr)), computing `rows` rows
 // only: a ragged last row panel (197 = 14 x 14 + 1) costs what it holds, not a whole tile.
+// Stores a rows x 32 tile of fp32 sums (acc[i][0..1]) to C with the epilogue: every micro-kernel
+// (fp32 FMA, bf16 dot products, AMX tiles) ends here, so they all fuse the same way.
 template <int rows>
-inline void micro_kernel(std::int64_t kc, const float* __restrict a, const float* __restrict b, float* c, std::int64_t ldc,
-                         std::int64_t nr, const Store& s) {
-  __m512 acc[rows][2];
-#pragma GCC unroll 14
-  for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-#pragma GCC unroll 2
-  for (std::int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 14
-    for (int i = 0; i < rows; ++i) {
-      const __m512 av = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
-    }
-    a += kMr;
-    b += kNr;
-  }
+inline void store_tile(__m512 (&acc)[rows][2], float* c, std::int64_t ldc, std::int64_t nr, const Store& s) {
   const __mmask16 m0 = first_lanes(nr), m1 = nr > 16 ? first_lanes(nr - 16) : static_cast<__mmask16>(0);
   __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
   if (s.finish && s.bias) {
@@ -237,6 +182,27 @@ inline void micro_kernel(std::int64_t kc, const float* __restrict a, const float
       _mm512_mask_storeu_ps(row + 16, m1, vector_math::activate_ps(_mm512_maskz_loadu_ps(m1, row + 16), s.epilogue));
     }
   }
+}
+
+template <int rows>
+inline void micro_kernel(std::int64_t kc, const float* __restrict a, const float* __restrict b, float* c, std::int64_t ldc,
+                         std::int64_t nr, const Store& s) {
+  __m512 acc[rows][2];
+#pragma GCC unroll 14
+  for (int i = 0; i < rows; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < rows; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    }
+    a += kMr;
+    b += kNr;
+  }
+  store_tile<rows>(acc, c, ldc, nr, s);
 }
 
 template <int... rows>
@@ -294,83 +260,14 @@ inline void gemm_thread(const float* a, std::int64_t lda, std::int64_t m, const 
 }
 
 template <DType T>
-inline void gemm_typed(const float* a, std::int64_t lda, std::int64_t m, const StoredMatrix& w, const float* bias, float* c,
-                       std::int64_t ldc, Epilogue epilogue, bool accumulate) {
-  const std::int64_t panels = (w.out + kNr - 1) / kNr;
-  // Below a few hundred thousand multiply-adds the thread hand-off costs more than it saves.
-  const double work = static_cast<double>(m) * static_cast<double>(w.out) * static_cast<double>(w.in);
-  const int wanted = work < 2e5 ? 1 : thread_count();
-  const int threads = static_cast<int>(std::min<std::int64_t>(wanted, std::max<std::int64_t>(panels, 1)));
-  auto run = [&](int t, int count) {
-    const std::int64_t begin = std::min(w.out, panels * t / count * kNr), end = std::min(w.out, panels * (t + 1) / count * kNr);
-    if (begin < end) gemm_thread<T>(a, lda, m, w, bias, c, ldc, epilogue, accumulate, begin, end);
-  };
-  if (threads <= 1) {
-    run(0, 1);
-    return;
-  }
-  parallel_region(threads, run);
+inline void gemm_f32_avx512(const float* a, std::int64_t lda, std::int64_t m, const StoredMatrix& w, const float* bias, float* c,
+                            std::int64_t ldc, Epilogue epilogue, bool accumulate) {
+  split_columns(m, w.out, w.in, kNr, [&](std::int64_t begin, std::int64_t end) {
+    gemm_thread<T>(a, lda, m, w, bias, c, ldc, epilogue, accumulate, begin, end);
+  });
 }
-
-#else  // portable path
-
-// W decoded kPanel rows at a time into a per-thread buffer, multiplied with Eigen into a scratch
-// tile, then bias, activation and residual applied while storing.
-inline void gemm_portable(const float* a, std::int64_t lda, std::int64_t m, const StoredMatrix& w, const float* bias, float* c,
-                          std::int64_t ldc, Epilogue epilogue, bool accumulate) {
-  using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using Strided = Eigen::OuterStride<>;
-  constexpr std::int64_t kPanel = 256;
-  thread_local ScratchBuffer w_buffer, t_buffer;
-  const std::int64_t k = w.in;
-  Eigen::Map<const RowMatrix, 0, Strided> A(a, m, k, Strided(lda));
-  for (std::int64_t n0 = 0; n0 < w.out; n0 += kPanel) {
-    const std::int64_t nb = std::min(kPanel, w.out - n0);
-    const float* panel;
-    if (w.dtype == DType::F32) {
-      panel = static_cast<const float*>(w.data) + n0 * k;
-    } else {
-      float* decoded = w_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(nb * k, 1)), "cpu gemm");
-      decode_to_float(w.dtype, static_cast<const std::byte*>(w.data) + static_cast<std::size_t>(n0 * k) * 2,
-                      static_cast<std::size_t>(nb * k), decoded);
-      panel = decoded;
-    }
-    float* t = t_buffer.get(static_cast<std::size_t>(std::max<std::int64_t>(m * nb, 1)), "cpu gemm");
-    Eigen::Map<RowMatrix> T(t, m, nb);
-    if (k == 0) T.setZero();
-    else T.noalias() = A * Eigen::Map<const RowMatrix>(panel, nb, k).transpose();
-    for (std::int64_t r = 0; r < m; ++r) {
-      float* row = c + r * ldc + n0;
-      for (std::int64_t j = 0; j < nb; ++j) {
-        float v = t[r * nb + j] + (bias ? bias[n0 + j] : 0.0f);
-        if (epilogue == Epilogue::QuickGelu) v = vector_math::quick_gelu(v);
-        else if (epilogue == Epilogue::Gelu) v = vector_math::gelu(v);
-        row[j] = accumulate ? row[j] + v : v;
-      }
-    }
-  }
-}
-
-#endif
 
 }  // namespace gemm_detail
-
-// C[m, w.out] (row stride ldc) (= | += when accumulate) epilogue(A[m, w.in] (row stride lda) W^T + bias).
-// bias has w.out elements or is null. With accumulate the activation applies to the product only:
-// C += act(A W^T + b). Uses omp_get_max_threads() threads (one when called inside a parallel region).
-inline void gemm_linear(const float* a, std::int64_t lda, std::int64_t m, const StoredMatrix& w, const float* bias, float* c,
-                        std::int64_t ldc, Epilogue epilogue = Epilogue::None, bool accumulate = false) {
-  gemm_detail::check(w, m, lda, ldc);
-  if (m == 0 || w.out == 0) return;
-#if defined(__AVX512F__)
-  switch (w.dtype) {
-    case DType::F16: return gemm_detail::gemm_typed<DType::F16>(a, lda, m, w, bias, c, ldc, epilogue, accumulate);
-    case DType::BF16: return gemm_detail::gemm_typed<DType::BF16>(a, lda, m, w, bias, c, ldc, epilogue, accumulate);
-    default: return gemm_detail::gemm_typed<DType::F32>(a, lda, m, w, bias, c, ldc, epilogue, accumulate);
-  }
-#else
-  gemm_detail::gemm_portable(a, lda, m, w, bias, c, ldc, epilogue, accumulate);
-#endif
-}
-
 }  // namespace focuspatch
+
+#endif  // __AVX512F__

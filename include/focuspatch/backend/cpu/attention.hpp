@@ -42,9 +42,9 @@
 #include <omp.h>
 #endif
 
-#include "focuspatch/backend/cpu_parallel.hpp"
+#include "focuspatch/backend/cpu/parallel.hpp"
 #include "focuspatch/backend/ops.hpp"
-#include "focuspatch/backend/scratch_buffer.hpp"
+#include "focuspatch/backend/cpu/scratch_buffer.hpp"
 #include "focuspatch/core/error.hpp"
 
 namespace focuspatch {
