@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
 # focuspatch-serve (HTTP, gRPC) and its tests, which drive it with real clients
 packages+=(libcpp-httplib-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  curl python3-requests python3-grpcio python3-grpc-tools python3-numpy)
+  curl python3-requests python3-grpcio python3-grpc-tools python3-numpy python3-pil)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
