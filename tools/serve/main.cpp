@@ -32,8 +32,8 @@ speak it. Input 'image' BYTES [N]: encoded image files (base64 strings in JSON '
 the binary-data extension or gRPC). Outputs score, normalized_score, anomalous, verdict,
 category, top_keyword, regions (JSON text), and on request (parameter anomaly_map / mask) the
 anomaly_map and binary mask; the decisions use the calibration stored in BANK.fpw (a category
-without one answers verdict "uncalibrated", see the model metadata). SIGHUP (or the repository load call) re-reads BANK.fpw; SIGTERM stops after answering
-the requests in flight.
+without one answers verdict "uncalibrated", see the model metadata). SIGHUP (or the repository
+load call) re-reads BANK.fpw; SIGTERM stops after answering the requests in flight.
 
 options:
   --weights FILE        a .fpw file made by focuspatch-convert (the one the bank was built with)
