@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
 # focuspatch-serve (HTTP, gRPC) and its tests, which drive it with real clients
 packages+=(libcpp-httplib-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  curl python3-requests python3-grpcio python3-grpc-tools python3-numpy)
+  curl python3-requests python3-grpcio python3-grpc-tools python3-numpy python3-pil)
 # --bench: what bench/compare.py compares against and profiles with. Without an optimised BLAS
 # Debian's torch falls back to reference BLAS and its timings mean nothing (compare.py refuses).
 if [ "${1:-}" = "--bench" ]; then packages+=(python3-torch libopenblas0-pthread linux-perf); fi

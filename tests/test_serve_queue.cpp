@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -186,4 +188,34 @@ TEST_CASE("REST codec: binary-data extension in and out, raw BYTES framing, JSON
   CHECK(rest_detail::count_json_values(R"({"a":"[,,,]","b":[1,2]})") == 7);
   // An escaped quote does not end the string: 1 + '[' + ','; ending it there would count 4.
   CHECK(rest_detail::count_json_values(R"(["\",[",1])") == 3);
+}
+
+TEST_CASE("REST codec: BOOL is true/false in JSON and one byte each in binary; NaN (uncalibrated) is null in JSON") {
+  InferRequest json_request, binary_request;
+  binary_request.parameters["binary_data_output"] = true;
+  InferResponse response;
+  response.outputs.push_back({"anomalous", "BOOL", {3}, {}, std::vector<std::uint8_t>{1, 0, 1}});
+  response.outputs.push_back({"normalized_score", "FP32", {2}, {}, std::vector<float>{0.75f, std::numeric_limits<float>::quiet_NaN()}});
+  const RestBody text = write_rest_response(response, json_request);
+  CHECK_FALSE(text.header_length.has_value());
+  const json::Value doc = json::parse(text.body, "response");
+  const json::Value& flags = doc.at("outputs")[0].at("data");
+  REQUIRE(flags.size() == 3);
+  CHECK(flags[0].is_bool());
+  CHECK(flags[0].as_bool());
+  CHECK_FALSE(flags[1].as_bool());
+  CHECK(flags[2].as_bool());
+  const json::Value& normalized = doc.at("outputs")[1].at("data");
+  CHECK(normalized[0].as_double() == 0.75);
+  CHECK(normalized[1].is_null());
+
+  const RestBody binary = write_rest_response(response, binary_request);
+  REQUIRE(binary.header_length.has_value());
+  const std::string blob = binary.body.substr(*binary.header_length);
+  REQUIRE(blob.size() == 3 + 8);
+  CHECK(blob.substr(0, 3) == std::string("\x01\x00\x01", 3));
+  float v[2];
+  std::memcpy(v, blob.data() + 3, 8);
+  CHECK(v[0] == 0.75f);
+  CHECK(std::isnan(v[1]));
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """focuspatch-serve driven by real clients on loopback: curl, Python requests and grpcio.
 
-Checks every endpoint of both protocols; that scores, categories, top keywords and anomaly maps
-equal focuspatch-detect's on the same images and memory bank; hostile clients (malformed bodies,
+Checks every endpoint of both protocols; that scores, categories, top keywords, anomaly maps and
+the calibrated decisions (verdict, normalized score, anomalous, regions, mask) equal
+focuspatch-detect's on the same images and memory bank over JSON, the binary extension and gRPC,
+and that an uncalibrated bank answers the documented encoding; hostile clients (malformed bodies,
 wrong types and shapes, oversized bodies and images, compressed bodies, slow and vanishing
 clients) each get a protocol error while others are served; the bounded queue, deadlines and
 dynamic batching; memory bank reload under load loses no request; SIGTERM under load answers the
@@ -40,11 +42,11 @@ def skip(why):
 if len(sys.argv) != 4:
     sys.exit(__doc__)
 TOOLS, VOCAB, PROTO = sys.argv[1:]
-for name in ("requests", "grpc", "grpc_tools", "numpy"):
+for name in ("requests", "grpc", "grpc_tools", "numpy", "PIL"):
     try:
         importlib.import_module(name)
     except ImportError:
-        skip("the Python module '%s' is missing (Debian: python3-requests, python3-grpcio, python3-grpc-tools, python3-numpy)" % name)
+        skip("the Python module '%s' is missing (Debian: python3-requests, python3-grpcio, python3-grpc-tools, python3-numpy, python3-pil)" % name)
 if not shutil.which("curl"):
     skip("curl is missing")
 if not os.path.exists(os.path.join(TOOLS, "focuspatch-serve")):
@@ -59,6 +61,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from grpc_tools import protoc  # noqa: E402
+from PIL import Image  # noqa: E402
 
 failures = []
 
@@ -90,19 +93,41 @@ def path(*parts):
 # ---- data, weights, banks and the reference results, all from the project's programs ---------
 weights = path("tiny.fpw")
 tool("focuspatch-convert", "--random", "tiny", "--vocab", VOCAB, "-o", weights)
-tool("focuspatch-synth", "--out", path("data"), "--size", "48", "--train", "2", "--test-good", "1", "--test-defect", "1",
+tool("focuspatch-synth", "--out", path("data"), "--size", "48", "--train", "4", "--test-good", "1", "--test-defect", "1",
      "--categories", "capsule,grain")
 images = [path("data", c, "test", d, "000.png") for c in ("capsule", "grain") for d in ("good", "hole", "stain")]
 bank = path("bank.fpw")  # the file the server serves; replaced during the reload tests
 bank_both = path("bank_both.fpw")
 bank_capsule = path("bank_capsule.fpw")
-normals = ["--normal", path("data", "capsule", "train", "good"), "--normal", path("data", "grain", "train", "good")]
+bank_uncalibrated = path("bank_uncalibrated.fpw")  # one shot, no held-out images: nothing to calibrate on
+# The served bank: shots 000-001 of each category, calibrated on the held-out normal shots 002-003.
+# The false-alarm rates are extreme on purpose: with the tiny random model, the usual 1 % / 0.1 %
+# call every test image normal with an empty mask, and equal all-zero answers would prove little.
+# At 0.67 / 0.05 the capsule images are anomalous, the grain ones normal, and masks have regions.
+train = lambda c, i: path("data", c, "train", "good", "%03d.png" % i)
+normals = sum((["--normal", "%s=%s" % (c, train(c, i))] for c in ("capsule", "grain") for i in (0, 1)), [])
+held_out = sum((["--calibration", "%s=%s" % (c, train(c, i))] for c in ("capsule", "grain") for i in (2, 3)), [])
 image_args = sum((["--image", p] for p in images), [])
-tool("focuspatch-detect", "--weights", weights, *normals, *image_args, "--memory", bank_both, "--out", path("ref"))
+tool("focuspatch-detect", "--weights", weights, *normals, *held_out, "--false-alarm-rate", "0.67", "--pixel-false-alarm-rate", "0.05",
+     *image_args, "--memory", bank_both, "--out", path("ref"))
 tool("focuspatch-detect", "--weights", weights, "--normal", path("data", "capsule", "train", "good"), "--image", images[0],
      "--memory", bank_capsule, "--out", path("ref_capsule"))
+tool("focuspatch-detect", "--weights", weights, "--normal", "capsule=" + path("data", "capsule", "train", "good", "000.png"),
+     "--image", images[0], "--memory", bank_uncalibrated, "--out", path("ref_uncalibrated"))
 shutil.copy(bank_both, bank)
-reference = json.load(open(path("ref", "results.json")))["images"]
+ref_results = json.load(open(path("ref", "results.json")))
+reference = ref_results["images"]
+calibration = ref_results["calibration"]
+if not all(calibration[c]["method"] == "held-out normal images" for c in ("capsule", "grain")) or not all(x["mask"] for x in reference):
+    sys.exit("focuspatch-detect did not calibrate the bank on the held-out images:\n" + json.dumps(calibration, indent=1))
+ref_verdicts = [x["verdict"] for x in reference]
+ref_normalized = [x["normalized_score"] for x in reference]
+ref_regions = [x["regions"] for x in reference]
+# detect's mask PNGs, 255 = above the pixel threshold, read by PIL; the server's mask is 1 there.
+ref_masks = np.stack([(np.asarray(Image.open(x["mask"]).convert("L")) == 255).astype(np.uint8) for x in reference])
+check({"anomalous", "normal"} <= set(ref_verdicts) and ref_masks.any() and any(ref_regions),
+      "the reference has both verdicts, mask pixels and regions (so the comparisons below are not of empty answers)")
+reference_uncalibrated = json.load(open(path("ref_uncalibrated", "results.json")))["images"][0]
 files = [open(p, "rb").read() for p in images]
 
 # gRPC stubs from our .proto, built here with grpc_tools (python3-grpc-tools).
@@ -199,6 +224,42 @@ def grpc_code(call):
         return e.code()
 
 
+DEFAULT_OUTPUTS = ["score", "normalized_score", "anomalous", "verdict", "category", "top_keyword", "regions"]
+ALL_OUTPUTS = DEFAULT_OUTPUTS + ["anomaly_map", "mask"]
+
+
+def binary_outputs(r):
+    """The outputs of a binary-extension reply: {name: (metadata, raw bytes)}."""
+    n = int(r.headers["Inference-Header-Content-Length"])
+    head, rest = json.loads(r.content[:n]), r.content[n:]
+    at, got = 0, {}
+    for o in head["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        got[o["name"]] = (o, rest[at:at + size])
+        at += size
+    return got
+
+
+def split_bytes(raw):
+    """BYTES elements from their raw form: 4-byte little-endian length, then the bytes."""
+    out, i = [], 0
+    while i < len(raw):
+        (k,) = struct.unpack_from("<I", raw, i)
+        out.append(raw[i + 4:i + 4 + k].decode())
+        i += 4 + k
+    return out
+
+
+def check_decisions(what, verdicts, normalized, anomalous, regions, mask):
+    """The decisions of the reference images, as the server answered them, equal detect's."""
+    check(verdicts == ref_verdicts, what + ": verdicts equal focuspatch-detect's %s" % ref_verdicts)
+    check(normalized == ref_normalized, what + ": normalized scores equal focuspatch-detect's exactly")
+    check(anomalous == [v == "anomalous" for v in ref_verdicts], what + ": anomalous is verdict == 'anomalous'")
+    check([json.loads(t) for t in regions] == ref_regions, what + ": regions (JSON text) equal results.json's")
+    check(mask.shape == ref_masks.shape and np.array_equal(mask, ref_masks),
+          what + ": masks [N, H, W] equal focuspatch-detect's _mask.png (%d pixels on)" % int(ref_masks.sum()))
+
+
 def metric(server, name):
     text = requests.get(server.http + "/metrics", timeout=10).text
     m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
@@ -218,8 +279,9 @@ try:
     for url in ("/v2/models/focuspatch", "/v2/models/focuspatch/versions/1"):
         meta = requests.get(h + url, timeout=10).json()
         check(meta["name"] == "focuspatch" and meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
-              and [o["name"] for o in meta["outputs"]] == ["score", "category", "top_keyword", "anomaly_map"]
-              and "not served" in meta["description"], "GET " + url + " model metadata")
+              and [o["name"] for o in meta["outputs"]] == ALL_OUTPUTS
+              and [o["datatype"] for o in meta["outputs"]] == ["FP32", "FP32", "BOOL", "BYTES", "BYTES", "BYTES", "BYTES", "FP32", "UINT8"]
+              and "not served" not in meta["description"] and "uncalibrated" in meta["description"], "GET " + url + " model metadata")
     check(requests.get(h + "/v2/models/focuspatch/ready", timeout=10).status_code == 200, "GET /v2/models/focuspatch/ready")
     check(requests.get(h + "/v2/models/focuspatch/versions/1/ready", timeout=10).status_code == 200, "GET .../versions/1/ready")
     check(requests.get(h + "/v2/models/other/ready", timeout=10).status_code == 404, "an unknown model is 404")
@@ -227,7 +289,7 @@ try:
     check(requests.get(h + "/nothing", timeout=10).status_code == 404, "an unknown path is 404")
 
     # ---- results equal focuspatch-detect's -----------------------------------------------------
-    r = infer(main, files, id="batch-1", parameters={"anomaly_map": True})
+    r = infer(main, files, id="batch-1", parameters={"anomaly_map": True, "mask": True})
     check(r.status_code == 200, "POST infer with %d images in one request (one batch)" % len(files))
     reply = r.json()
     out = outputs_of(reply)
@@ -241,6 +303,18 @@ try:
     check(out["anomaly_map"]["shape"] == [len(files), 48, 48], "anomaly_map is FP32 [N, H, W] at the images' size")
     check(np.array_equal(maps, ref_maps), "anomaly maps equal focuspatch-detect's .npy maps exactly (max diff %g)"
           % float(np.abs(maps - ref_maps).max()))
+    check([o["name"] for o in reply["outputs"]] == ALL_OUTPUTS, "outputs come in the metadata's order")
+    check([out[k]["datatype"] for k in ("normalized_score", "anomalous", "verdict", "regions", "mask")]
+          == ["FP32", "BOOL", "BYTES", "BYTES", "UINT8"] and out["mask"]["shape"] == [len(files), 48, 48], "decision datatypes and shapes")
+    check_decisions("JSON", out["verdict"]["data"], out["normalized_score"]["data"], out["anomalous"]["data"], out["regions"]["data"],
+                    np.array(out["mask"]["data"], dtype=np.uint8).reshape(out["mask"]["shape"]))
+    check(all(isinstance(b, bool) for b in out["anomalous"]["data"]), "JSON: anomalous is true/false")
+    r = infer(main, files[:1])
+    check(r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == DEFAULT_OUTPUTS,
+          "default outputs: the decisions, no anomaly_map or mask unasked")
+    r = infer(main, files[:2], outputs=[{"name": "mask"}])
+    check(r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == ["mask"]
+          and r.json()["outputs"][0]["data"] == ref_masks[:2].ravel().tolist(), "the mask output named, without the parameter")
     r = requests.post(h + "/v2/models/focuspatch/infer", timeout=60, json={"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [2, 1], "data": [[base64.b64encode(b).decode()] for b in files[:2]]}]})
     check(r.status_code == 200 and outputs_of(r.json())["score"]["data"] == [x["score"] for x in reference[:2]],
@@ -261,27 +335,20 @@ try:
     blob = b"".join(struct.pack("<I", len(b)) + b for b in files)
     header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(files)],
                                      "parameters": {"binary_data_size": len(blob)}}],
-                         "parameters": {"binary_data_output": True}}).encode()
+                         "parameters": {"binary_data_output": True, "mask": True}}).encode()
     r = requests.post(h + "/v2/models/focuspatch/infer", data=header + blob,
                       headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
                       timeout=60)
     ok = r.status_code == 200 and "Inference-Header-Content-Length" in r.headers
     if check(ok, "binary-data extension: raw inputs, raw outputs"):
-        n = int(r.headers["Inference-Header-Content-Length"])
-        head, rest = json.loads(r.content[:n]), r.content[n:]
-        at, got = 0, {}
-        for o in head["outputs"]:
-            size = o["parameters"]["binary_data_size"]
-            got[o["name"]] = rest[at:at + size]
-            at += size
-        scores = np.frombuffer(got["score"], dtype="<f4")
+        got = binary_outputs(r)
+        scores = np.frombuffer(got["score"][1], dtype="<f4")
         check(scores.tolist() == [x["score"] for x in reference], "binary scores equal focuspatch-detect's")
-        cats, i = [], 0
-        while i < len(got["category"]):
-            (k,) = struct.unpack_from("<I", got["category"], i)
-            cats.append(got["category"][i + 4:i + 4 + k].decode())
-            i += 4 + k
-        check(cats == [x["category"] for x in reference], "binary BYTES categories (length-prefixed)")
+        check(split_bytes(got["category"][1]) == [x["category"] for x in reference], "binary BYTES categories (length-prefixed)")
+        check(len(got["anomalous"][1]) == len(files) and len(got["mask"][1]) == ref_masks.size, "binary BOOL and UINT8: one byte each")
+        check_decisions("binary", split_bytes(got["verdict"][1]), np.frombuffer(got["normalized_score"][1], dtype="<f4").tolist(),
+                        [b != 0 for b in got["anomalous"][1]], split_bytes(got["regions"][1]),
+                        np.frombuffer(got["mask"][1], dtype=np.uint8).reshape(got["mask"][0]["shape"]))
 
     # ---- gRPC endpoints ------------------------------------------------------------------------
     s = main.stub
@@ -292,20 +359,29 @@ try:
     check(md.name == "focuspatch-serve" and "model_repository" in md.extensions, "gRPC ServerMetadata")
     mm = s.ModelMetadata(pb.ModelMetadataRequest(name="focuspatch", version="1"))
     check(mm.inputs[0].name == "image" and mm.inputs[0].datatype == "BYTES" and list(mm.inputs[0].shape) == [-1]
-          and [o.name for o in mm.outputs] == ["score", "category", "top_keyword", "anomaly_map"], "gRPC ModelMetadata")
+          and [o.name for o in mm.outputs] == ALL_OUTPUTS, "gRPC ModelMetadata")
     check(grpc_code(lambda: s.ModelMetadata(pb.ModelMetadataRequest(name="other"))) == grpc.StatusCode.NOT_FOUND,
           "gRPC unknown model is NOT_FOUND")
-    g = s.ModelInfer(grpc_request(files, anomaly_map=True))
+    g = s.ModelInfer(grpc_request(files, anomaly_map=True, mask=True))
     go = {o.name: o for o in g.outputs}
     check(g.id == "g1" and list(go["score"].contents.fp32_contents) == [x["score"] for x in reference],
           "gRPC ModelInfer (typed contents): scores equal focuspatch-detect's")
     check([b.decode() for b in go["category"].contents.bytes_contents] == [x["category"] for x in reference], "gRPC categories")
     check(np.array_equal(np.array(go["anomaly_map"].contents.fp32_contents, dtype=np.float32).reshape(ref_maps.shape), ref_maps),
           "gRPC anomaly maps equal focuspatch-detect's")
-    g = s.ModelInfer(grpc_request(files, raw=True))
+    check([o.name for o in g.outputs] == ALL_OUTPUTS and go["anomalous"].datatype == "BOOL" and list(go["mask"].shape) == [len(files), 48, 48],
+          "gRPC outputs, datatypes and shapes")
+    check_decisions("gRPC typed", [b.decode() for b in go["verdict"].contents.bytes_contents], list(go["normalized_score"].contents.fp32_contents),
+                    list(go["anomalous"].contents.bool_contents), [b.decode() for b in go["regions"].contents.bytes_contents],
+                    np.array(go["mask"].contents.uint_contents, dtype=np.uint8).reshape(list(go["mask"].shape)))
+    g = s.ModelInfer(grpc_request(files, raw=True, mask=True))
     names = [o.name for o in g.outputs]
-    raw_scores = np.frombuffer(g.raw_output_contents[names.index("score")], dtype="<f4")
+    raw = dict(zip(names, g.raw_output_contents))
+    raw_scores = np.frombuffer(raw["score"], dtype="<f4")
     check(raw_scores.tolist() == [x["score"] for x in reference], "gRPC ModelInfer (raw contents, as Triton's client): same scores")
+    check_decisions("gRPC raw", split_bytes(raw["verdict"]), np.frombuffer(raw["normalized_score"], dtype="<f4").tolist(),
+                    [b != 0 for b in raw["anomalous"]], split_bytes(raw["regions"]),
+                    np.frombuffer(raw["mask"], dtype=np.uint8).reshape(ref_masks.shape))
 
     # ---- hostile HTTP clients ------------------------------------------------------------------
     rss_before = main.rss_kib()
@@ -338,7 +414,8 @@ try:
         ("numbers as BYTES", lambda: post({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [7]}]}), 400, "strings"),
         ("unknown input", lambda: post({"inputs": [{"name": "picture", "datatype": "BYTES", "shape": [1], "data": [img_b64]}]}),
          400, "unknown input"),
-        ("unknown output", lambda: post(json_request(files[:1], outputs=[{"name": "verdict"}])), 400, "unknown output"),
+        ("unknown output", lambda: post(json_request(files[:1], outputs=[{"name": "heatmap"}])), 400, "unknown output"),
+        ("mask parameter not a boolean", lambda: post(json_request(files[:1], parameters={"mask": 1})), 400, "boolean"),
         ("not base64", lambda: post({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}), 400, "base64"),
         ("not an image", lambda: post(json_request([b"hello, not a picture"])), 400, "image 0"),
         ("image over the pixel limit", lambda: post(json_request([png(big)])), 400, "limit"),
@@ -353,6 +430,8 @@ try:
                                                    {"Inference-Header-Content-Length": str(len(json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 100}}]})))},
                                                    raw=True), 400, "past the body"),
         ("timeout parameter not an integer", lambda: post(json_request(files[:1], parameters={"timeout": "soon"})), 400, "timeout"),
+        ("mixed sizes with mask", lambda: post(json_request([files[0], png(np.zeros((40, 40, 3), np.uint8))], parameters={"mask": True})),
+         400, "one size"),
         ("mixed sizes with anomaly_map", lambda: post(json_request([files[0], open(path("data", "capsule", "train", "good", "000.png"), "rb").read(), png(np.zeros((40, 40, 3), np.uint8))], parameters={"anomaly_map": True})), 400, "one size"),
         ("a newline in the id", lambda: post(json_request([b"x"], id="a\nforged log line")), 400, "image 0"),
         ("wrong model", lambda: requests.post(h + "/v2/models/other/infer", json=json_request(files[:1]), timeout=30), 404, "no model"),
@@ -435,7 +514,8 @@ try:
                     results.append((r.status_code, outputs_of(r.json())["category"]["data"][0] if r.status_code == 200 else r.text))
                 else:
                     g = main.stub.ModelInfer(grpc_request([grain]), timeout=30)
-                    results.append((200, g.outputs[1].contents.bytes_contents[0].decode()))
+                    category = {o.name: o for o in g.outputs}["category"]
+                    results.append((200, category.contents.bytes_contents[0].decode()))
             except Exception as e:  # a lost request
                 results.append((0, repr(e)))
 
@@ -483,6 +563,29 @@ try:
     check(metric(main, "focuspatch_bank_reloads_total{result=\"ok\"}") == 4.0, "metrics count 4 good reloads (start, SIGHUP, 2 calls)")
     check(metric(main, "focuspatch_bank_reloads_total{result=\"failed\"}") == 2.0, "metrics count 2 failed reloads")
     check(http_infers > 0, "http inference requests are logged")
+
+    # ---- an uncalibrated bank: the documented encoding, nothing invented -----------------------
+    shutil.copy(bank_uncalibrated, bank + ".new")
+    os.replace(bank + ".new", bank)
+    check(requests.post(h + "/v2/repository/models/focuspatch/load", timeout=60).status_code == 200, "reload: the uncalibrated bank")
+    shutil.copy(bank_both, bank)
+    ru = reference_uncalibrated
+    check(ru["verdict"] == "uncalibrated" and ru["normalized_score"] is None and ru["mask"] is None and ru["regions"] == [],
+          "focuspatch-detect calls the 1-shot bank uncalibrated (verdict, null normalized score, no mask)")
+    r = infer(main, files[:1])
+    u = {k: o["data"] for k, o in outputs_of(r.json()).items()} if r.status_code == 200 else {}
+    check(u == {"score": [ru["score"]], "normalized_score": [None], "anomalous": [False], "verdict": ["uncalibrated"],
+                "category": ["capsule"], "top_keyword": [ru["top_keywords"][0]["keyword"]], "regions": ["[]"]},
+          "uncalibrated over JSON: verdict 'uncalibrated', normalized_score null, anomalous false, regions [] (%s)" % (u or r.text))
+    g = s.ModelInfer(grpc_request(files[:1]))
+    go = {o.name: o for o in g.outputs}
+    check(go["verdict"].contents.bytes_contents == [b"uncalibrated"] and np.isnan(go["normalized_score"].contents.fp32_contents[0])
+          and list(go["anomalous"].contents.bool_contents) == [False], "uncalibrated over gRPC: normalized_score NaN")
+    r = infer(main, files[:1], parameters={"mask": True})
+    check(r.status_code == 400 and "uncalibrated" in r.json()["error"], "uncalibrated: a mask request is refused, not answered with zeros (%s)"
+          % r.json().get("error", "")[:120])
+    check(grpc_code(lambda: s.ModelInfer(grpc_request(files[:1], mask=True))) == grpc.StatusCode.INVALID_ARGUMENT,
+          "uncalibrated: gRPC mask request -> INVALID_ARGUMENT")
 finally:
     code = main.stop()
 check(code == 0, "SIGTERM: exit status 0 (%s)" % code)
@@ -520,7 +623,7 @@ with concurrent.futures.ThreadPoolExecutor(16) as pool:
     t.proc.send_signal(signal.SIGTERM)
     statuses = [f.result().status_code for f in http_calls]
     scores = [outputs_of(f.result().json())["score"]["data"][0] for f in http_calls]
-    grpc_ok = [len(f.result().outputs) == 3 for f in grpc_calls]
+    grpc_ok = [[o.name for o in f.result().outputs] == DEFAULT_OUTPUTS for f in grpc_calls]
     check(statuses == [200] * 6 and scores == [reference[i % 6]["score"] for i in range(6)], "SIGTERM: the 6 HTTP requests in flight are answered")
     check(all(grpc_ok), "SIGTERM: the 4 gRPC requests in flight are answered")
 t.proc.wait(30)

@@ -109,6 +109,8 @@ inline void response_to(const InferResponse& r, bool raw, inference::ModelInferR
       for (const auto& e : *s) out->mutable_contents()->add_bytes_contents(e);
     } else if (const auto* f = std::get_if<std::vector<float>>(&t.data)) {
       out->mutable_contents()->mutable_fp32_contents()->Add(f->begin(), f->end());
+    } else if (t.datatype == "BOOL") {
+      for (auto b : std::get<std::vector<std::uint8_t>>(t.data)) out->mutable_contents()->add_bool_contents(b != 0);
     } else {
       for (auto u : std::get<std::vector<std::uint8_t>>(t.data)) out->mutable_contents()->add_uint_contents(u);
     }

@@ -29,9 +29,11 @@ constexpr const char* kUsage = R"(usage: focuspatch-serve --weights FILE.fpw --m
 Serves the detector with the memory bank BANK.fpw (made by focuspatch-detect --memory) over the
 Open Inference Protocol (KServe v2): HTTP/REST and gRPC, as KServe, Triton and MLServer clients
 speak it. Input 'image' BYTES [N]: encoded image files (base64 strings in JSON 'data', raw with
-the binary-data extension or gRPC). Outputs score, category, top_keyword, and anomaly_map on
-request. SIGHUP (or the repository load call) re-reads BANK.fpw; SIGTERM stops after answering
-the requests in flight.
+the binary-data extension or gRPC). Outputs score, normalized_score, anomalous, verdict,
+category, top_keyword, regions (JSON text), and on request (parameter anomaly_map / mask) the
+anomaly_map and binary mask; the decisions use the calibration stored in BANK.fpw (a category
+without one answers verdict "uncalibrated", see the model metadata). SIGHUP (or the repository
+load call) re-reads BANK.fpw; SIGTERM stops after answering the requests in flight.
 
 options:
   --weights FILE        a .fpw file made by focuspatch-convert (the one the bank was built with)

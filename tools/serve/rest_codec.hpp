@@ -255,7 +255,10 @@ inline RestBody write_rest_response(const InferResponse& response, const InferRe
       blobs += raw;
     } else {
       w.key("data").begin_array();
-      std::visit([&](const auto& v) { for (const auto& x : v) w.value(x); }, t.data);
+      if (t.datatype == "BOOL")  // one byte per element in memory, true/false in JSON
+        for (auto b : std::get<std::vector<std::uint8_t>>(t.data)) w.value(b != 0);
+      else
+        std::visit([&](const auto& v) { for (const auto& x : v) w.value(x); }, t.data);
       w.end_array();
     }
     w.end_object();

@@ -68,7 +68,8 @@ inline std::optional<std::int64_t> int_parameter(const Parameters& p, const std:
   refuse(Failure::BadRequest, "parameter '", name, "' must be an integer");
 }
 
-// A tensor's elements: BYTES elements as strings, numeric ones as a typed vector.
+// A tensor's elements: BYTES elements as strings, numeric ones as a typed vector; BOOL and UINT8
+// as bytes (BOOL: 0 or 1, one byte per element as the binary formats carry it).
 using TensorData = std::variant<std::vector<std::string>, std::vector<float>, std::vector<std::uint8_t>>;
 
 struct Tensor {
