@@ -47,7 +47,11 @@ class OutputFile {
     const std::filesystem::path folder = path_.has_parent_path() ? path_.parent_path() : std::filesystem::path(".");
     static std::atomic<unsigned> counter{0};
     for (int attempt = 0;; ++attempt) {
-      temp_ = folder / ("." + path_.filename().string() + "." + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".partial");
+      // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on a chain of string operator+.
+      std::string name = ".";
+      name += path_.filename().string();
+      name += "." + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".partial";
+      temp_ = folder / name;
       fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       if (fd_ >= 0) break;
       if (errno != EEXIST || attempt > 100)
