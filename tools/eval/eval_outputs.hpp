@@ -33,6 +33,16 @@ inline std::optional<double> pixel_value(const eval::CategoryResult& c, double v
   return c.pixel_evaluated ? std::optional<double>(v) : std::nullopt;
 }
 
+// What the calibration of each category cannot vouch for (too few normal images for the target
+// rate, or a rough estimate), for the Markdown, the HTML report and the console.
+inline std::vector<std::string> calibration_notes(const eval::EvaluationReport& r) {
+  std::vector<std::string> notes;
+  for (const auto& c : r.categories)
+    if (c.calibration_details)
+      if (const std::string w = c.calibration_details->warning(); !w.empty()) notes.push_back(c.name + ": " + w);
+  return notes;
+}
+
 // "the pixel metrics of X skip ..." lines for the Markdown, the HTML report and the console.
 inline std::vector<std::string> pixel_notes(const eval::EvaluationReport& r) {
   std::vector<std::string> notes;
@@ -203,6 +213,7 @@ inline html::Report eval_html_report(const eval::EvaluationReport& report, const
   page.tables.push_back(operating_point_table(report));
   if (summary.seeds.size() > 1) page.tables.push_back(html_runs_table(summary));
   page.notes = pixel_notes(report);
+  for (auto& n : calibration_notes(report)) page.notes.push_back(std::move(n));
   for (const auto& c : report.categories) {
     html::Section section{c.name, {}, std::move(rows[c.name])};
     if (!c.pixel_evaluated) section.notes.push_back("pixel metrics skipped: no masks");

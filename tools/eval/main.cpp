@@ -196,7 +196,8 @@ int run(int argc, char** argv) {
     }
     const eval::EvaluationReport& report = all_runs.front();
     const eval::RunsSummary summary = eval::summarize_runs(all_runs);
-    const std::vector<std::string> notes = tools::pixel_notes(report);
+    std::vector<std::string> notes = tools::pixel_notes(report);
+    for (auto& n : tools::calibration_notes(report)) notes.push_back(std::move(n));
 
     const std::string table = tools::markdown(tools::html_metrics_table(report));
     const double images_per_second = static_cast<double>(report.mean.test_images) / std::max(1e-9, report.detect_seconds);
