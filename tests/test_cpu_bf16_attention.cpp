@@ -180,7 +180,7 @@ TEST_CASE("a bf16 CpuBackend runs attention in bf16 where the CPU can; the avx51
     return;
   }
   if (cpu_isa() < CpuIsa::Avx512Bf16) {
-    MESSAGE("skipped the bf16 backend check: FOCUSPATCH_CPU_ISA caps this process at " << cpu_isa_name(cpu_isa()));
+    MESSAGE("skipped the bf16 backend check: FOCUSPATCH_CPU_ISA caps this process at " << std::string(cpu_isa_name(cpu_isa())));
     CHECK(backend.attention_path() == CpuAttentionPath::F32);
     return;
   }
