@@ -87,7 +87,8 @@ void attention(benchmark::State& state, const AttentionCase& c) {
   const CpuBackend be(focuspatch::CpuOptions{c.precision});
   const bool bf16 = be.attention_path() == focuspatch::CpuAttentionPath::Bf16Avx512;
   if (c.precision == focuspatch::CpuPrecision::BF16 && !bf16) {
-    state.SkipWithError(("this machine runs attention in " + std::string(focuspatch::cpu_attention_path_name(be.attention_path()))).c_str());
+    const std::string path = focuspatch::cpu_attention_path_name(be.attention_path());
+    state.SkipWithError(("this machine runs attention in " + path).c_str());
     return;
   }
   const std::int64_t width = std::int64_t{c.heads} * c.head_dim;

@@ -213,7 +213,8 @@ class Bf16Family {
     const std::int64_t key_pairs = (keys + 1) / 2;
     for (int r = 0; r < kTileRows; ++r)
       for (std::int64_t j = 0; j < 2 * key_pairs; j += 32)
-        _mm512_mask_storeu_epi16(p_bf16 + r * keys_padded + j, tail_mask32(2 * key_pairs - j), bf16_pairs(scores + r * keys_padded + j, keys - j));
+        _mm512_mask_storeu_epi16(p_bf16 + r * keys_padded + j, tail_mask32(2 * key_pairs - j),
+                                 bf16_pairs(scores + r * keys_padded + j, keys - j));
     const auto* p = reinterpret_cast<const std::uint32_t*>(p_bf16);
     const std::int64_t p_stride = keys_padded / 2;
     constexpr std::int64_t slab = kSlabVectors * kLanes;
