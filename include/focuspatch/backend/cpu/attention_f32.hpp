@@ -296,6 +296,12 @@ inline void score_rows(const float* q, std::int64_t dim, const float* k_panels, 
   }
 }
 
+// GCC 12's reduce intrinsics extract from _mm512_undefined registers, which -Wuninitialized
+// flags once they are inlined deep enough (GCC PR 105593): not a real read.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 // Softmax numerators of one row in place: row[j] = exp((row[j] - max) * scale) for j < valid,
 // 0 for valid <= j < cleared. Returns 1 / sum.
 inline float softmax_row(float* row, std::int64_t valid, std::int64_t cleared, float scale) {
@@ -327,6 +333,9 @@ inline float softmax_row(float* row, std::int64_t valid, std::int64_t cleared, f
   std::fill(row + valid, row + std::max(valid, cleared), 0.0f);
   return 1.0f / total;
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // out[r][c0 + ...] = inv_sum[r] * sum_j p[r][j] * v[j][c0 + ...] for kTileRows rows (only the first
 // rows_out stored), columns [c0, c0 + columns), Vectors = ceil(columns / 16).
