@@ -80,10 +80,17 @@ struct AttentionCase {
   std::int64_t batch, seq;
   int heads, head_dim;
   bool causal;
+  focuspatch::CpuPrecision precision = focuspatch::CpuPrecision::F32;  // BF16: both products on vdpbf16ps
 };
 
 void attention(benchmark::State& state, const AttentionCase& c) {
-  const CpuBackend be;
+  const CpuBackend be(focuspatch::CpuOptions{c.precision});
+  const bool bf16 = be.attention_path() == focuspatch::CpuAttentionPath::Bf16Avx512;
+  if (c.precision == focuspatch::CpuPrecision::BF16 && !bf16) {
+    const std::string path = focuspatch::cpu_attention_path_name(be.attention_path());
+    state.SkipWithError(("this machine runs attention in " + path).c_str());
+    return;
+  }
   const std::int64_t width = std::int64_t{c.heads} * c.head_dim;
   const FloatTensor qkv = filled({c.batch * c.seq, 3 * width}, 1.0f, 4);
   auto out = be.allocate(static_cast<std::size_t>(c.batch * c.seq * width));
@@ -95,7 +102,7 @@ void attention(benchmark::State& state, const AttentionCase& c) {
   }
   // Q K^T and P V, 2 * seq^2 * head_dim each per head. The causal case computes the full square
   // (the masked half is zeroed after the GEMM), so it is counted in full too.
-  focuspatch::bench::report_flops(state, 4.0 * static_cast<double>(c.batch * c.seq * c.seq * width));
+  focuspatch::bench::report_flops(state, 4.0 * static_cast<double>(c.batch * c.seq * c.seq * width), bf16);
 }
 
 void layer_norm(benchmark::State& state, std::int64_t rows, std::int64_t width) {
@@ -165,12 +172,19 @@ void register_all() {
     benchmark::RegisterBenchmark(name.c_str(), linear, c)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
 
-  const std::vector<AttentionCase> attentions = {
+  std::vector<AttentionCase> attentions = {
       {"ViT-B/16/b1 12x64 seq197", 1, vit_seq, 12, 64, false},
       {"ViT-B/16/b8 12x64 seq197", 8, vit_seq, 12, 64, false},
       {"text/b1 8x64 seq77 causal", 1, text_seq, 8, 64, true},
       {"text/b8 8x64 seq77 causal", 8, text_seq, 8, 64, true},
   };
+  // The same shapes with bf16 products, %peak against the bf16 dot-product peak.
+  for (std::size_t i = 0, n = attentions.size(); i < n; ++i) {
+    AttentionCase c = attentions[i];
+    c.name += " bf16";
+    c.precision = focuspatch::CpuPrecision::BF16;
+    attentions.push_back(c);
+  }
   for (const auto& c : attentions)
     benchmark::RegisterBenchmark(("attention/" + c.name).c_str(), attention, c)->UseRealTime()->Unit(benchmark::kMillisecond);
 

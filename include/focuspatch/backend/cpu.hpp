@@ -5,8 +5,9 @@
 // Precision (CpuOptions): f32 (default) or bf16 matrix products. With bf16, linear layers multiply
 // bf16 operands with fp32 sums, on AMX tiles or AVX512-BF16 as cpuid allows (else fp32: the path
 // actually run is linear_path(), reported by description()); their weights are converted and
-// packed into the kernels' layout once, here at load. LayerNorm, softmax, the residual streams,
-// attention and everything downstream stay fp32, as on the GPU.
+// packed into the kernels' layout once, here at load. Attention's two products (Q K^T, P V) then
+// run in bf16 too, on vdpbf16ps wherever the CPU has AVX512-BF16 (attention_path()). LayerNorm,
+// softmax, the residual streams and everything downstream stay fp32, as on the GPU.
 //
 // In f32, linear layers run our own fused GEMM: fp32 weights are used in place from the mapped
 // weight file; fp16/bf16 matrices too (widened while the GEMM packs them). Other fp16/bf16
@@ -48,11 +49,15 @@ class CpuBackend {
 
   CpuBackend() : CpuBackend(CpuOptions{}) {}
   explicit CpuBackend(const CpuOptions& options)
-      : precision_(options.precision), isa_(std::min(options.max_isa, cpu_isa())), path_(choose_linear_path(precision_, isa_)) {}
+      : precision_(options.precision),
+        isa_(std::min(options.max_isa, cpu_isa())),
+        path_(choose_linear_path(precision_, isa_)),
+        attention_path_(choose_attention_path(is_bf16(path_), isa_)) {}
 
   CpuPrecision precision() const { return precision_; }
   CpuIsa isa() const { return isa_; }
   CpuLinearPath linear_path() const { return path_; }
+  CpuAttentionPath attention_path() const { return attention_path_; }
   // "cpu f32 avx512", "cpu bf16 avx512bf16", or for a bf16 request the CPU cannot serve
   // "cpu f32 avx512 (bf16 requested; this CPU lacks avx512_bf16)".
   std::string description() const {
@@ -177,7 +182,7 @@ class CpuBackend {
   // head_dim for batch x seq tokens; out receives batch x seq rows of heads * head_dim.
   void attention(const float* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, float* out,
                  AttentionKind kind = AttentionKind::QueryKey) const {
-    cpu_attention(qkv, batch, seq, heads, head_dim, causal, out, kind);
+    cpu_attention(qkv, batch, seq, heads, head_dim, causal, out, kind, attention_path_);
   }
 
   // images [batch, 3, size, size] -> patches [batch * grid * grid, 3 * patch * patch], each row laid
@@ -247,6 +252,7 @@ class CpuBackend {
   CpuPrecision precision_;
   CpuIsa isa_;
   CpuLinearPath path_;
+  CpuAttentionPath attention_path_;
   using RowMatrixType = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Matrix = Eigen::Map<RowMatrixType>;
   using ConstMatrix = Eigen::Map<const RowMatrixType>;
