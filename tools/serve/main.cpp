@@ -54,7 +54,8 @@ options:
   --prompts FILE, --text-weight W, --no-value-value, --suppress-background
                         as for focuspatch-detect; give the same ones for the same scores
   --device D            cpu (default) or cuda[:N]
-  --precision P         with --device cuda: f16 or bf16
+  --precision P         matrix products: on the CPU f32 (default) or bf16 (AVX512-BF16/AMX,
+                        else f32); on a GPU f16 or bf16
   -h, --help            this text
 )";
 
