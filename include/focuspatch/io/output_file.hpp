@@ -50,7 +50,11 @@ class OutputFile {
       // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on a chain of string operator+.
       std::string name = ".";
       name += path_.filename().string();
-      name += "." + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".partial";
+      name += '.';
+      name += std::to_string(::getpid());
+      name += '-';
+      name += std::to_string(counter++);
+      name += ".partial";
       temp_ = folder / name;
       fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       if (fd_ >= 0) break;
