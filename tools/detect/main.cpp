@@ -224,7 +224,11 @@ int run(int argc, char** argv) {
     const fs::path results = fs::path(*out_dir) / "results.json";
     write_file(results, w.str() + "\n");
     const fs::path html_path = fs::path(*out_dir) / "report.html";
-    write_file(html_path, report.render({"weights: " + args.get_or("weights", ""), "device: " + device}));
+    // Each category's calibration (method, thresholds, and what too few normal images cannot vouch for) heads the page.
+    std::vector<std::string> notes;
+    for (const auto& category : detector.memory().categories())
+      notes.push_back(tools::calibration_summary(category, detector.memory().calibration(category), detector.thresholds(category)));
+    write_file(html_path, report.render({"weights: " + args.get_or("weights", ""), "device: " + device}, std::move(notes)));
     std::cout << "wrote " << images.size() << " overlay(s), maps, " << results.string() << " and " << html_path.string() << "\n";
     return 0;
   });
