@@ -18,6 +18,7 @@
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/json.hpp"
 #include "test_paths.hpp"
+#include "tiny_detector_fixture.hpp"
 
 using namespace focuspatch;
 namespace fs = std::filesystem;
@@ -221,31 +222,8 @@ TEST_CASE("operating points agree with scikit-learn at the same threshold") {
 
 namespace {
 
-const std::string& tiny_weights() {
-  static std::string path;
-  if (path.empty()) {
-    path = (fs::temp_directory_path() / ("focuspatch_test_calibration_" + std::to_string(::getpid()) + ".fpw")).string();
-    write_clip_weights(random_clip_plan(clip_preset("tiny"), 7), ConvertOptions{}, path);
-  }
-  return path;
-}
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec))
-      if (e.path().filename().string().rfind("focuspatch_test_calibration_" + std::to_string(::getpid()), 0) == 0) fs::remove(e.path(), ec);
-  }
-} cleanup;
-
-KeywordEmbeddings hand_keywords(std::int64_t D) {
-  KeywordEmbeddings k;
-  k.object = "thing";
-  k.names = {"flawless", "scratch", "hole"};
-  k.kinds = {KeywordKind::Normal, KeywordKind::Anomaly, KeywordKind::Anomaly};
-  k.matrix = FloatTensor({3, D});
-  for (std::int64_t r = 0; r < 3; ++r) k.matrix.data()[r * D + r] = 1.0f;
-  return k;
-}
+using test::hand_keywords;
+using test::tiny_weights;
 
 Image good(int index) { return render_synthetic_sample("washer", SyntheticSplit::train, "good", index, 64, 3).image; }
 
@@ -260,7 +238,7 @@ Detector<> detector_with_shots(ClipModel<>& model, const std::vector<int>& shots
 }
 
 std::string temp_path(const std::string& name) {
-  return (fs::temp_directory_path() / ("focuspatch_test_calibration_" + std::to_string(::getpid()) + "_" + name)).string();
+  return test::scratch_path(name);
 }
 
 }  // namespace

@@ -13,42 +13,15 @@
 #include "focuspatch/convert/random_clip.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "test_paths.hpp"
+#include "tiny_detector_fixture.hpp"
 
 using namespace focuspatch;
 namespace fs = std::filesystem;
 
 namespace {
 
-// Tiny preset (32 px, patch 8: a 4 x 4 grid, 2 blocks), written once per process.
-const std::string& tiny_weights(int seed = 7) {
-  static std::map<int, std::string> paths;
-  auto& path = paths[seed];
-  if (path.empty()) {
-    path = (fs::temp_directory_path() / ("focuspatch_test_detector_" + std::to_string(::getpid()) + "_" + std::to_string(seed) + ".fpw")).string();
-    ConvertOptions opt;
-    write_clip_weights(random_clip_plan(clip_preset("tiny"), static_cast<std::uint64_t>(seed)), opt, path);
-  }
-  return path;
-}
-
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec))
-      if (e.path().filename().string().rfind("focuspatch_test_detector_" + std::to_string(::getpid()), 0) == 0) fs::remove(e.path(), ec);
-  }
-} cleanup;
-
-// Keywords for a model of width D: one normal and two anomaly directions, unit length.
-KeywordEmbeddings hand_keywords(std::int64_t D) {
-  KeywordEmbeddings k;
-  k.object = "thing";
-  k.names = {"flawless", "scratch", "hole"};
-  k.kinds = {KeywordKind::Normal, KeywordKind::Anomaly, KeywordKind::Anomaly};
-  k.matrix = FloatTensor({3, D});
-  for (std::int64_t r = 0; r < 3; ++r) k.matrix.data()[r * D + r] = 1.0f;
-  return k;
-}
+using test::hand_keywords;
+using test::tiny_weights;
 
 Image sample(const char* category, const char* defect, int index, bool clean = false) {
   const auto s = render_synthetic_sample(category, defect == std::string("good") && index < 100 ? SyntheticSplit::train : SyntheticSplit::test,
@@ -140,7 +113,7 @@ TEST_CASE("batches, single images and a reloaded memory bank give the same detec
   Detector<> d = make_detector(model);
   const std::vector<Image> images = {sample("washer", "stain", 0), sample("weave", "hole", 1), sample("washer", "good", 102)};
   const auto together = d.detect(images);
-  const fs::path bank = fs::temp_directory_path() / ("focuspatch_test_detector_" + std::to_string(::getpid()) + "_bank.fpw");
+  const fs::path bank = test::scratch_path("bank.fpw");
   d.memory().save(bank);
   Detector<> reloaded(model);
   for (const char* c : {"washer", "weave"}) reloaded.set_keywords(c, hand_keywords(model.config().embed_dim));
@@ -201,7 +174,7 @@ TEST_CASE("learned prompt contexts stored in the weights join the keywords as ex
     learned.prompts.states.push_back(std::move(s));
   }
   data.learned = learned;
-  const fs::path path = fs::temp_directory_path() / ("focuspatch_test_detector_" + std::to_string(::getpid()) + "_learned.fpw");
+  const fs::path path = test::scratch_path("learned.fpw");
   write_clip_weights_with_prompts(random_clip_plan(clip_preset("tiny"), 11), opt, path.string(), data);
   ClipModel<> model(path.string());
   Detector<> d(model);
