@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli_support.hpp"
+#include "eval_pair_support.hpp"
 #include "focuspatch/backend/cpu/isa.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/json.hpp"
@@ -110,11 +111,6 @@ TEST_CASE("focuspatch-eval --precision bf16: detection metrics within 0.5 points
     return;
   }
   if (!cpu_has_bf16()) return;
-  test::TempDir tmp("test_cpu_precision_eval");
-  const std::string weights = (tmp / "b16.fpw").string();
-  REQUIRE(test::run_tool("focuspatch-convert", "--random ViT-B/16 --seed 3 --vocab " + test::shared_vocab_path().string() + " -o " + weights,
-                         tmp / "log")
-              .status == 0);
   SyntheticDatasetOptions o;
   o.image_size = 96;
   // Image-level metrics move in steps of one good/defective pair swapping ranks: 1 / (good x
@@ -124,18 +120,7 @@ TEST_CASE("focuspatch-eval --precision bf16: detection metrics within 0.5 points
   o.test_good = 10;
   o.test_per_defect = 4;
   o.categories = {"washer", "weave"};
-  write_synthetic_dataset((tmp / "data").string(), o);
-  json::Value results[2];
-  const char* precisions[] = {"f32", "bf16"};
-  for (int i = 0; i < 2; ++i) {
-    const std::string out = (tmp / precisions[i]).string();
-    const auto r = test::run_tool("focuspatch-eval", "--weights " + weights + " --data " + (tmp / "data").string() +
-                                                         " --shots 2 --seed 1 --quiet --precision " + precisions[i] + " --out " + out,
-                                  tmp / "log");
-    INFO(r.output);
-    REQUIRE(r.status == 0);
-    results[i] = json::parse(test::read_all(fs::path(out) / "results.json"), "results.json");
-  }
+  const auto results = test::eval_pair("test_cpu_precision_eval", o, {"--precision f32", "--precision bf16"});
   CHECK(results[0].at("device").as_string().rfind("cpu f32 ", 0) == 0);
   CHECK(results[1].at("device").as_string().rfind("cpu bf16 ", 0) == 0);
   int compared = 0;

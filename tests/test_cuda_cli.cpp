@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli_support.hpp"
+#include "eval_pair_support.hpp"
 #include "cuda_test_support.hpp"
 #include "focuspatch/eval/synthetic_dataset.hpp"
 #include "focuspatch/io/json.hpp"
@@ -94,29 +95,13 @@ TEST_CASE("focuspatch-eval --device cuda reports the GPU and the CPU's metrics")
     MESSAGE("skipped: ", test::shared_vocab_path().string(), " is absent (the default prompt bank needs the tokenizer)");
     return;
   }
-  test::TempDir tmp("test_cuda_cli_eval");
-  const std::string weights = (tmp / "b16.fpw").string();
-  REQUIRE(test::run_tool("focuspatch-convert", "--random ViT-B/16 --seed 3 --vocab " + test::shared_vocab_path().string() + " -o " + weights,
-                         tmp / "log")
-              .status == 0);
   SyntheticDatasetOptions o;
   o.image_size = 96;
   o.train_good = 2;
   o.test_good = 2;
   o.test_per_defect = 1;
   o.categories = {"washer", "weave"};
-  write_synthetic_dataset((tmp / "data").string(), o);
-  json::Value results[2];
-  const char* devices[] = {"cpu", "cuda"};
-  for (int i = 0; i < 2; ++i) {
-    const std::string out = (tmp / devices[i]).string();
-    const auto r = test::run_tool("focuspatch-eval", "--weights " + weights + " --data " + (tmp / "data").string() +
-                                                         " --shots 2 --seed 1 --quiet --device " + devices[i] + " --out " + out,
-                                  tmp / "log");
-    INFO(r.output);
-    REQUIRE(r.status == 0);
-    results[i] = json::parse(test::read_all(fs::path(out) / "results.json"), "results.json");
-  }
+  const auto results = test::eval_pair("test_cuda_cli_eval", o, {"--device cpu", "--device cuda"});
   CHECK(results[0].at("device").as_string().rfind("cpu f32 ", 0) == 0);
   CHECK(results[1].at("device").as_string().rfind("cuda ", 0) == 0);
   // AUROCs are fractions here; the bound on pixel ranking is 0.001.
