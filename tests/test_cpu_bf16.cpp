@@ -1,12 +1,14 @@
 // The CPU backend's bf16 path: instruction-set choice (backend/cpu/isa.hpp), the weights packed at
-// load (gemm_bf16_packed.hpp), and each bf16 GEMM kernel (vdpbf16ps, AMX tiles) against
+// load (gemm_bf16_packed.hpp), the software model of the AMX tiles (amx_tiles_reference.hpp), and
+// each bf16 GEMM kernel (vdpbf16ps; AMX on the hardware tiles and on their model) against
 //  * the double-precision reference with the operands rounded to bf16 as the kernels round them
 //    (gemm_reference.hpp): only fp32 summation error may remain, so the bound is tight;
 //  * the same reference with unrounded fp32 operands, and the fp32 kernel: the bound is the bf16
 //    rounding of both operands, 2^-8 of sum |a w|;
 // on awkward shapes (batch 1, ragged row and column edges, K odd, K not a multiple of 32, K over
 // one K block), every epilogue, with and without bias and residual accumulation, 1 and 2 threads.
-// A path this CPU lacks is skipped with a message naming the missing /proc/cpuinfo flag.
+// A path this CPU lacks is skipped with a message naming the missing /proc/cpuinfo flag; the AMX
+// kernel on the tile model needs only avx512_bf16, so it runs wherever vdpbf16ps does.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu.hpp"
+#include "focuspatch/backend/cpu/amx_tiles_reference.hpp"
 #include "focuspatch/backend/cpu/gemm.hpp"
 #include "focuspatch/backend/cpu/gemm_reference.hpp"
 #include "focuspatch/backend/cpu/isa.hpp"
@@ -46,18 +49,39 @@ std::string error_of(auto&& f) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-// The CPU paths that multiply in bf16, and whether this machine can run each; prints why not.
-bool can_run(CpuLinearPath path) {
-  const CpuIsa isa = path == CpuLinearPath::Bf16Amx ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
+// The bf16 GEMM kernels: the two paths a backend runs, and the AMX kernel on the tile model.
+enum class Bf16Kernel { Avx512, Amx, AmxOnModel };
+constexpr Bf16Kernel kBf16Kernels[] = {Bf16Kernel::Avx512, Bf16Kernel::Amx, Bf16Kernel::AmxOnModel};
+
+std::string kernel_name(Bf16Kernel kernel) {
+  return kernel == Bf16Kernel::Avx512 ? "bf16 avx512bf16" : kernel == Bf16Kernel::Amx ? "bf16 amx" : "bf16 amx on the tile model";
+}
+
+// Whether this machine can run the kernel; prints why not. The model's kernel converts and stores
+// with AVX512-BF16, so it needs that and no AMX.
+bool can_run(Bf16Kernel kernel) {
+  const CpuIsa isa = kernel == Bf16Kernel::Amx ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
   if (compiled_cpu_isa() < isa) {
-    MESSAGE("skipped " << std::string(cpu_linear_path_name(path)) << ": this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
+    MESSAGE("skipped " << kernel_name(kernel) << ": this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
     return false;
   }
   if (!cpu_features().has(isa)) {
-    MESSAGE("skipped " << std::string(cpu_linear_path_name(path)) << ": this CPU lacks " << cpu_features().missing(isa));
+    MESSAGE("skipped " << kernel_name(kernel) << ": this CPU lacks " << cpu_features().missing(isa));
     return false;
   }
   return true;
+}
+
+void run_kernel(Bf16Kernel kernel, const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias, float* c,
+                std::int64_t ldc, Epilogue epilogue, bool accumulate) {
+  if (kernel == Bf16Kernel::AmxOnModel) {
+#if defined(FOCUSPATCH_HAVE_AMX_KERNEL)
+    return gemm_bf16_amx<AmxTilesReference>(a, lda, m, w, bias, c, ldc, epilogue, accumulate);
+#else
+    FAIL("the AMX kernel is not compiled into this build");
+#endif
+  }
+  gemm_linear_bf16(a, lda, m, w, bias, c, ldc, epilogue, accumulate, kernel == Bf16Kernel::Amx ? CpuLinearPath::Bf16Amx : CpuLinearPath::Bf16Avx512);
 }
 
 struct Case {
@@ -67,16 +91,16 @@ struct Case {
   DType dtype = DType::F32;
 };
 
-std::string describe(const Case& c, CpuLinearPath path, int threads) {
-  return std::string(cpu_linear_path_name(path)) + " " + std::to_string(c.m) + "x" + std::to_string(c.k) + "->" + std::to_string(c.n) +
+std::string describe(const Case& c, Bf16Kernel kernel, int threads) {
+  return kernel_name(kernel) + " " + std::to_string(c.m) + "x" + std::to_string(c.k) + "->" + std::to_string(c.n) +
          " " + std::string(dtype_name(c.dtype)) + " epilogue " + std::to_string(static_cast<int>(c.epilogue)) + (c.accumulate ? " accumulate" : "") +
          (c.bias ? " bias" : "") + " threads " + std::to_string(threads);
 }
 
-// Runs one case with strided A and C through gemm_linear_bf16 and checks every element against
+// Runs one case with strided A and C through the kernel and checks every element against
 // both references, and that C's padding is untouched.
-void check_case(const Case& c, CpuLinearPath path, int threads, std::uint64_t seed) {
-  CAPTURE(describe(c, path, threads));
+void check_case(const Case& c, Bf16Kernel kernel, int threads, std::uint64_t seed) {
+  CAPTURE(describe(c, kernel, threads));
   Rng rng{seed};
   const std::int64_t lda = c.k + 3, ldc = c.n + 5;
   std::vector<float> a(static_cast<std::size_t>(c.m * lda + 1));
@@ -100,7 +124,7 @@ void check_case(const Case& c, CpuLinearPath path, int threads, std::uint64_t se
   std::vector<float> got = before, rounded = before, exact = before, fp32 = before;
   const PackedBf16Matrix packed(w);
   test::set_threads(threads);
-  gemm_linear_bf16(a.data(), lda, c.m, packed, b, got.data(), ldc, c.epilogue, c.accumulate, path);
+  run_kernel(kernel, a.data(), lda, c.m, packed, b, got.data(), ldc, c.epilogue, c.accumulate);
   gemm_linear(a.data(), lda, c.m, w, b, fp32.data(), ldc, c.epilogue, c.accumulate);
   test::set_threads(2);
   gemm_reference(a.data(), lda, c.m, w, b, rounded.data(), ldc, c.epilogue, c.accumulate, true);
@@ -130,8 +154,6 @@ void check_case(const Case& c, CpuLinearPath path, int threads, std::uint64_t se
   CHECK(reported == 0);
 }
 
-constexpr CpuLinearPath kBf16Paths[] = {CpuLinearPath::Bf16Avx512, CpuLinearPath::Bf16Amx};
-
 }  // namespace
 
 TEST_CASE("FOCUSPATCH_CPU_ISA's values, the ISA ceiling and the path each precision takes") {
@@ -156,6 +178,11 @@ TEST_CASE("FOCUSPATCH_CPU_ISA's values, the ISA ceiling and the path each precis
   CHECK(choose_linear_path(CpuPrecision::BF16, CpuIsa::Avx512Bf16) == CpuLinearPath::Bf16Avx512);
   CHECK(choose_linear_path(CpuPrecision::BF16, CpuIsa::Avx512) == CpuLinearPath::F32Avx512);
   CHECK(choose_linear_path(CpuPrecision::BF16, CpuIsa::Portable) == CpuLinearPath::F32Portable);
+  // attention's products follow the same instructions
+  CHECK(choose_attention_path(true, CpuIsa::Amx) == CpuAttentionPath::Bf16Amx);
+  CHECK(choose_attention_path(true, CpuIsa::Avx512Bf16) == CpuAttentionPath::Bf16Avx512);
+  CHECK(choose_attention_path(true, CpuIsa::Avx512) == CpuAttentionPath::F32);
+  CHECK(choose_attention_path(false, CpuIsa::Amx) == CpuAttentionPath::F32);
 
   // A bf16 backend capped below bf16 says it fell back, and why.
   const CpuBackend capped(CpuOptions{CpuPrecision::BF16, CpuIsa::Avx512});
@@ -200,27 +227,92 @@ TEST_CASE("bf16 packing: every weight lands where both kernels read it, rounded 
   CHECK(one.at(0, 0) == 1.0f + 0x1p-7f);
 }
 
+TEST_CASE("the AMX tile model: tdpbf16ps by hand, and the faults the hardware would raise") {
+  AmxTilesReference::configure(full_amx_tiles());
+  // A row 0 = pairs (1, 2), (3, 4); B pair rows 0 and 1 hold (5, 6) and (7, 8) in column 0 and
+  // (-1, 0.5) and (0, 2) in column 3: C[0][0] = 1*5 + 2*6 + 3*7 + 4*8 = 70, C[0][3] = -1 + 1 + 0 + 8 = 8.
+  std::uint16_t a[16][32] = {}, b[16][32] = {};
+  const float a_row[4] = {1, 2, 3, 4};
+  for (int i = 0; i < 4; ++i) a[0][i] = float_to_bf16(a_row[i]);
+  b[0][0] = float_to_bf16(5), b[0][1] = float_to_bf16(6), b[1][0] = float_to_bf16(7), b[1][1] = float_to_bf16(8);
+  b[0][6] = float_to_bf16(-1), b[0][7] = float_to_bf16(0.5f), b[1][6] = float_to_bf16(0), b[1][7] = float_to_bf16(2);
+  b[0][2] = float_to_bf16(1);  // column 1's first element of pair row 0
+  a[1][0] = 0x0001;             // a denormal bf16 (9.2e-41): reads as zero
+  float c[16][16];
+  std::fill(&c[0][0], &c[0][0] + 256, 1.0f);
+  c[1][1] = 0.0f;
+  AmxTilesReference::load<4>(a, 64);
+  AmxTilesReference::load<6>(b, 64);
+  AmxTilesReference::load<0>(c, 64);  // C accumulates: every element starts at 1
+  AmxTilesReference::dot_bf16<0, 4, 6>();
+  AmxTilesReference::store<0>(c, 64);
+  CHECK(c[0][0] == 71.0f);
+  CHECK(c[0][3] == 9.0f);
+  CHECK(c[0][1] == 2.0f);  // 1 + A[0][0] B[0][2] = 1 + 1 . 1
+  CHECK(c[0][2] == 1.0f);  // columns with zero B gain nothing
+  CHECK(c[1][1] == 0.0f);  // 0 + denormal . 1: the denormal was read as zero
+  CHECK(c[15][15] == 1.0f);
+
+  AmxTileConfig narrow = full_amx_tiles();
+  narrow.rows[4] = 8;
+  AmxTilesReference::configure(narrow);
+  CHECK(contains(error_of([] { AmxTilesReference::dot_bf16<0, 4, 6>(); }), "tdpbf16ps with 8 rows in A (tmm4) but 16 in C (tmm0)"));
+  narrow = full_amx_tiles();
+  narrow.bytes_per_row[6] = 32;
+  AmxTilesReference::configure(narrow);
+  CHECK(contains(error_of([] { AmxTilesReference::dot_bf16<0, 4, 6>(); }), "32 bytes per row in B (tmm6) but 64 in C (tmm0)"));
+  narrow = full_amx_tiles();
+  narrow.rows[6] = 8;
+  AmxTilesReference::configure(narrow);
+  CHECK(contains(error_of([] { AmxTilesReference::dot_bf16<0, 4, 6>(); }), "16 bf16 pairs per row of A (tmm4) but 8 rows in B (tmm6)"));
+  narrow = full_amx_tiles();
+  narrow.rows[5] = 0;
+  narrow.bytes_per_row[5] = 0;
+  AmxTilesReference::configure(narrow);
+  CHECK(contains(error_of([&] { AmxTilesReference::load<5>(a, 64); }), "tileloadd on tmm5, which is not configured"));
+  narrow.palette = 0;
+  CHECK(contains(error_of([&] { AmxTilesReference::configure(narrow); }), "palette 0"));
+  narrow = full_amx_tiles();
+  narrow.rows[2] = 17;
+  CHECK(contains(error_of([&] { AmxTilesReference::configure(narrow); }), "tile 2 configured as 17 rows x 64 bytes"));
+  // A narrower tile loads only its rows and bytes, and zeroes the rest.
+  narrow = full_amx_tiles();
+  narrow.rows[1] = 2;
+  narrow.bytes_per_row[1] = 8;
+  AmxTilesReference::configure(narrow);
+  float ones[16][16];
+  std::fill(&ones[0][0], &ones[0][0] + 256, 1.0f);
+  AmxTilesReference::load<1>(ones, 64);
+  float out[16][16];
+  std::fill(&out[0][0], &out[0][0] + 256, 7.0f);
+  AmxTilesReference::store<1>(out, 64);
+  CHECK(out[0][0] == 1.0f);
+  CHECK(out[1][1] == 1.0f);
+  CHECK(out[1][2] == 7.0f);  // past the tile's 8 bytes: untouched
+  CHECK(out[2][0] == 7.0f);  // past its 2 rows: untouched
+}
+
 TEST_CASE("bf16 GEMM kernels match the double references on awkward shapes") {
-  for (const CpuLinearPath path : kBf16Paths) {
-    if (!can_run(path)) continue;
+  for (const Bf16Kernel kernel : kBf16Kernels) {
+    if (!can_run(kernel)) continue;
     std::uint64_t seed = 1;
     for (const Case& c : {Case{1, 1, 1}, Case{1, 33, 17}, Case{3, 31, 31}, Case{15, 32, 32}, Case{14, 64, 33}, Case{17, 65, 63},
                           Case{197, 100, 768}, Case{29, 47, 2100}, Case{85, 385, 96}, Case{2, 7, 0}})
-      for (const int threads : {1, 2}) check_case(c, path, threads, seed++);
+      for (const int threads : {1, 2}) check_case(c, kernel, threads, seed++);
   }
 }
 
 TEST_CASE("bf16 GEMM kernels: every epilogue, with and without bias and accumulation, every stored dtype") {
-  for (const CpuLinearPath path : kBf16Paths) {
-    if (!can_run(path)) continue;
+  for (const Bf16Kernel kernel : kBf16Kernels) {
+    if (!can_run(kernel)) continue;
     std::uint64_t seed = 100;
     for (const Epilogue e : {Epilogue::None, Epilogue::QuickGelu, Epilogue::Gelu})
       for (const bool accumulate : {false, true})
         for (const bool bias : {false, true})
           for (const DType dtype : {DType::F32, DType::F16, DType::BF16}) {
-            check_case(Case{19, 45, 71, e, accumulate, bias, dtype}, path, 2, seed++);
+            check_case(Case{19, 45, 71, e, accumulate, bias, dtype}, kernel, 2, seed++);
             // K over one K block (2048): partial sums add into C between blocks
-            if (dtype == DType::F32) check_case(Case{16, 33, 2085, e, accumulate, bias, dtype}, path, 2, seed++);
+            if (dtype == DType::F32) check_case(Case{16, 33, 2085, e, accumulate, bias, dtype}, kernel, 2, seed++);
           }
   }
 }

@@ -1,13 +1,15 @@
-// Attention with bf16 products (backend/cpu/attention_bf16_avx512.hpp) against
+// Attention with bf16 products (backend/cpu/attention_bf16_avx512.hpp on vdpbf16ps,
+// attention_bf16_amx.hpp on AMX tiles and on their software model, amx_tiles_reference.hpp) against
 //  * the double-precision definition (attention_reference.hpp) and the fp32 kernel, every element
 //    within a worst-case bound derived below from bf16's rounding;
 //  * the same reference with q, k, v and the probabilities rounded to bf16 as the kernel rounds
 //    them: only fp32 arithmetic separates the two, so the kernel must sit far closer to it than
 //    bf16 rounding moves anything (a rounding mode or a pairing wrong would not);
 // on awkward shapes (sequence 1, 2, 50, 197, 257; head dims 1, 16, 33, 64, 80; causal or not;
-// value-value), 1 and 2 threads; and the dispatch: a bf16 CpuBackend takes this path where the
-// CPU has AVX512-BF16, and an ISA ceiling of avx512 gives the fp32 attention bit for bit.
-// Without avx512_bf16 (or an AVX-512 build) the kernel checks skip, naming what is missing.
+// value-value), 1 and 2 threads; and the dispatch: a bf16 CpuBackend takes the AMX path where the
+// CPU has AMX, else the vdpbf16ps one where it has AVX512-BF16, and an ISA ceiling of avx512 gives
+// the fp32 attention bit for bit. A kernel this CPU cannot run is skipped, naming the missing flag
+// (the AMX kernel on the tile model needs only avx512_bf16).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "focuspatch/backend/cpu.hpp"
+#include "focuspatch/backend/cpu/amx_tiles_reference.hpp"
 #include "focuspatch/backend/cpu/attention.hpp"
 #include "focuspatch/backend/cpu/attention_reference.hpp"
 #include "test_paths.hpp"
@@ -49,16 +52,37 @@ std::string describe(const Case& c, int threads) {
          std::to_string(threads) + " thread(s)";
 }
 
-bool can_run_bf16() {
-  if (compiled_cpu_isa() < CpuIsa::Avx512Bf16) {
-    MESSAGE("skipped bf16 attention: this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
+enum class Kernel { Avx512, Amx, AmxOnModel };
+constexpr Kernel kKernels[] = {Kernel::Avx512, Kernel::Amx, Kernel::AmxOnModel};
+
+std::string kernel_name(Kernel kernel) {
+  return kernel == Kernel::Avx512 ? "bf16 avx512bf16" : kernel == Kernel::Amx ? "bf16 amx" : "bf16 amx on the tile model";
+}
+
+bool can_run(Kernel kernel) {
+  const CpuIsa isa = kernel == Kernel::Amx ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
+  if (compiled_cpu_isa() < isa) {
+    MESSAGE("skipped " << kernel_name(kernel) << " attention: this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
     return false;
   }
-  if (!cpu_features().avx512_bf16) {
-    MESSAGE("skipped bf16 attention: this CPU lacks " << cpu_features().missing(CpuIsa::Avx512Bf16));
+  if (!cpu_features().has(isa)) {
+    MESSAGE("skipped " << kernel_name(kernel) << " attention: this CPU lacks " << cpu_features().missing(isa));
     return false;
   }
   return true;
+}
+bool can_run_bf16() { return can_run(Kernel::Avx512); }
+
+void run_kernel(Kernel kernel, const float* qkv, const auto& c, float* out) {
+  if (kernel == Kernel::AmxOnModel) {
+#if defined(__AVX512F__) && defined(FOCUSPATCH_HAVE_AMX_TILES)
+    return cpu_attention_bf16_amx<AmxTilesReference>(qkv, c.batch, c.seq, c.heads, c.dim, c.causal, out, c.kind);
+#else
+    FAIL("the AMX attention kernel is not compiled into this build");
+#endif
+  }
+  cpu_attention(qkv, c.batch, c.seq, c.heads, c.dim, c.causal, out, c.kind,
+                kernel == Kernel::Amx ? CpuAttentionPath::Bf16Amx : CpuAttentionPath::Bf16Avx512);
 }
 
 double rms(const std::vector<double>& a, const std::vector<double>& b) {
@@ -67,16 +91,16 @@ double rms(const std::vector<double>& a, const std::vector<double>& b) {
   return std::sqrt(sum / static_cast<double>(std::max<std::size_t>(a.size(), 1)));
 }
 
-// Runs the bf16 kernel on one case and checks it.
-void check_case(const Case& c, int threads) {
-  INFO(describe(c, threads));
+// Runs a bf16 kernel on one case and checks it.
+void check_case(Kernel kernel, const Case& c, int threads) {
+  INFO(kernel_name(kernel) << ", " << describe(c, threads));
   const std::int64_t width = std::int64_t{c.heads} * c.dim, stride = 3 * width, rows = c.batch * c.seq;
   // Amplitude 2: scores of standard deviation ~1.5 after the 1/sqrt(d) scale, so softmax rows
   // range from nearly flat to peaked, and the rounding of q and k matters.
   const std::vector<float> qkv = filled(static_cast<std::size_t>(rows * stride), 2.0f, static_cast<std::uint64_t>(c.seq * 131 + c.dim));
   std::vector<float> got(static_cast<std::size_t>(rows * width), -7.0f), fp32(got.size(), -7.0f);
   test::set_threads(threads);
-  cpu_attention(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, got.data(), c.kind, CpuAttentionPath::Bf16Avx512);
+  run_kernel(kernel, qkv.data(), c, got.data());
   cpu_attention(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, fp32.data(), c.kind, CpuAttentionPath::F32);
   test::set_threads(2);
   const std::vector<double> exact = attention_reference(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, c.kind, false);
@@ -148,17 +172,22 @@ const Case kShapes[] = {
 }  // namespace
 
 TEST_CASE("bf16 attention stays within bf16's bound of the double definition and the fp32 kernel over awkward shapes") {
-  if (!can_run_bf16()) return;
-  for (const std::int64_t seq : {1, 2, 50, 197, 257})
-    for (const int dim : {1, 16, 33, 64, 80})
-      for (const bool causal : {false, true})
-        for (const AttentionKind kind : {AttentionKind::QueryKey, AttentionKind::ValueValue}) check_case({1, seq, 2, dim, causal, kind}, 2);
+  for (const Kernel kernel : kKernels) {
+    if (!can_run(kernel)) continue;
+    for (const std::int64_t seq : {1, 2, 50, 197, 257})
+      for (const int dim : {1, 16, 33, 64, 80})
+        for (const bool causal : {false, true})
+          for (const AttentionKind kind : {AttentionKind::QueryKey, AttentionKind::ValueValue})
+            check_case(kernel, {1, seq, 2, dim, causal, kind}, 2);
+  }
 }
 
 TEST_CASE("bf16 attention: several heads and batches, one and two threads") {
-  if (!can_run_bf16()) return;
-  for (const Case& c : kShapes)
-    for (const int threads : {1, 2}) check_case(c, threads);
+  for (const Kernel kernel : kKernels) {
+    if (!can_run(kernel)) continue;
+    for (const Case& c : kShapes)
+      for (const int threads : {1, 2}) check_case(kernel, c, threads);
+  }
 }
 
 TEST_CASE("a bf16 CpuBackend runs attention in bf16 where the CPU can; the avx512 ceiling gives fp32 exactly") {
@@ -184,9 +213,10 @@ TEST_CASE("a bf16 CpuBackend runs attention in bf16 where the CPU can; the avx51
     CHECK(backend.attention_path() == CpuAttentionPath::F32);
     return;
   }
-  CHECK(backend.attention_path() == CpuAttentionPath::Bf16Avx512);
+  const CpuAttentionPath expected = cpu_isa() >= CpuIsa::Amx ? CpuAttentionPath::Bf16Amx : CpuAttentionPath::Bf16Avx512;
+  CHECK(backend.attention_path() == expected);
   backend.attention(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, bf16.data(), c.kind);
-  cpu_attention(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, direct.data(), c.kind, CpuAttentionPath::Bf16Avx512);
+  cpu_attention(qkv.data(), c.batch, c.seq, c.heads, c.dim, c.causal, direct.data(), c.kind, expected);
   CHECK(bf16 == direct);
   CHECK(bf16 != f32);  // the products really ran in bf16
 }

@@ -6,7 +6,7 @@
 // bf16 operands with fp32 sums, on AMX tiles or AVX512-BF16 as cpuid allows (else fp32: the path
 // actually run is linear_path(), reported by description()); their weights are converted and
 // packed into the kernels' layout once, here at load. Attention's two products (Q K^T, P V) then
-// run in bf16 too, on vdpbf16ps wherever the CPU has AVX512-BF16 (attention_path()). LayerNorm,
+// run in bf16 too, on the same instructions (AMX tiles, else vdpbf16ps; attention_path()). LayerNorm,
 // softmax, the residual streams and everything downstream stay fp32, as on the GPU.
 //
 // In f32, linear layers run our own fused GEMM: fp32 weights are used in place from the mapped

@@ -51,6 +51,63 @@ FOCUSPATCH_TARGET_AVX512BF16 inline __m512i bf16_pairs(const float* p, std::int6
   return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0));
 }
 
+// K of one head (rows `stride` apart) in panels of kPanelKeys keys of dimension pairs,
+// [panel][pair p][key in panel] = (k[key][2p], k[key][2p + 1]) rounded to bf16, for `pairs` pairs
+// per key (at least ceil(dim / 2); pairs past the dimension and keys from seq up to keys_padded are
+// zero). A panel's pair rows are its width apart: kPanelKeys, or what is left of keys_padded.
+FOCUSPATCH_TARGET_AVX512BF16 inline void pack_key_pairs(const float* k, std::int64_t stride, std::int64_t seq, std::int64_t keys_padded,
+                                                        std::int64_t dim, std::int64_t pairs, std::uint32_t* k_pairs) {
+  for (std::int64_t first = 0; first < keys_padded; first += kPanelKeys) {
+    const std::int64_t width = std::min<std::int64_t>(kPanelKeys, keys_padded - first);
+    std::uint32_t* panel = k_pairs + first * pairs;
+    for (std::int64_t key0 = 0; key0 < width; key0 += kLanes)
+      for (std::int64_t p0 = 0; p0 < pairs; p0 += kLanes) {
+        __m512 rows[kLanes];  // row l lane p = key (key0 + l)'s pair (p0 + p); zero past dim
+        for (int l = 0; l < kLanes; ++l) {
+          const std::int64_t j = first + key0 + l;
+          rows[l] = j < seq ? _mm512_castsi512_ps(bf16_pairs(k + j * stride + 2 * p0, dim - 2 * p0)) : _mm512_setzero_ps();
+        }
+        gemm_detail::transpose16(rows);  // now row p lane l
+        for (std::int64_t p = 0; p < kLanes && p0 + p < pairs; ++p)
+          _mm512_store_ps(reinterpret_cast<float*>(panel + (p0 + p) * width + key0), rows[p]);
+      }
+  }
+}
+
+// V of one head as key pairs, [pair j][column c] = (v[2j][c], v[2j + 1][c]) rounded to bf16, rows
+// dim_padded apart (a multiple of 16); columns past dim, the missing half after an odd last key,
+// and pairs from ceil(seq / 2) up to `key_pairs` are zero.
+FOCUSPATCH_TARGET_AVX512BF16 inline void pack_value_pairs(const float* v, std::int64_t stride, std::int64_t seq, std::int64_t key_pairs,
+                                                          std::int64_t dim, std::int64_t dim_padded, std::uint32_t* v_pairs) {
+  for (std::int64_t j = 0; j < key_pairs; ++j) {
+    const float* even = 2 * j < seq ? v + 2 * j * stride : nullptr;
+    const float* odd = 2 * j + 1 < seq ? even + stride : nullptr;
+    for (std::int64_t c = 0; c < dim_padded; c += kLanes) {
+      const __mmask16 m = c < dim ? tail_mask(dim - c) : __mmask16(0);
+      const __m512 a = even ? _mm512_maskz_loadu_ps(m, even + c) : _mm512_setzero_ps();
+      const __m512 b = odd ? _mm512_maskz_loadu_ps(m, odd + c) : _mm512_setzero_ps();
+      const __m512i low = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(a)));
+      const __m512i high = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(b)));
+      _mm512_store_si512(v_pairs + j * dim_padded + c, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
+    }
+  }
+}
+
+// Query rows (q: the first, rows stride apart) as `pairs` dim pairs each (zero past dim), then zero
+// rows up to rows_padded.
+FOCUSPATCH_TARGET_AVX512BF16 inline void load_query_pairs(const float* q, std::int64_t stride, std::int64_t rows, std::int64_t rows_padded,
+                                                          std::int64_t dim, std::int64_t pairs, std::uint32_t* q_pairs) {
+  for (std::int64_t r = 0; r < rows_padded; ++r) {
+    std::uint32_t* dst = q_pairs + r * pairs;
+    if (r >= rows) {
+      std::fill(dst, dst + pairs, 0u);
+      continue;
+    }
+    for (std::int64_t p0 = 0; p0 < pairs; p0 += kLanes)
+      _mm512_mask_storeu_epi32(dst + p0, tail_mask(pairs - p0), bf16_pairs(q + r * stride + 2 * p0, dim - 2 * p0));
+  }
+}
+
 // scores[r][16 * vec + l] = sum_p q[r][p] . panel[p][16 * vec + l] over `pairs` dimension pairs, for
 // kTileRows query rows (q rows `pairs` apart) and Vectors vectors of keys; panel rows are
 // panel_width apart.
@@ -114,7 +171,7 @@ FOCUSPATCH_TARGET_AVX512BF16 inline void value_block(const std::uint32_t* p, std
 
 // Per-thread working memory of the bf16 kernels, 64-byte aligned, grown on demand and kept; the
 // kernels run_attention calls (attention_f32.hpp's F32Family has the same shape).
-class Bf16Family {
+class Bf16Family : public attention_detail::RegisterTileShape {
  public:
   std::uint32_t* k_pairs = nullptr;    // K in panels of kPanelKeys keys: [panel][dim pair][key in panel]
   std::uint32_t* v_pairs = nullptr;    // V as key pairs: [key pair][dim_padded]
@@ -143,50 +200,15 @@ class Bf16Family {
 
   // K pair panels (zero keys from seq up to keys_padded) and V key pairs (a zero row after an odd
   // last key) for one head, read rows `stride` apart.
-  FOCUSPATCH_TARGET_AVX512BF16 void pack(const float* k, const float* v, std::int64_t stride, std::int64_t seq,
-                                         std::int64_t keys_padded, std::int64_t dim, std::int64_t dim_padded) {
-    const std::int64_t pairs = pairs_;
-    for (std::int64_t first = 0; first < keys_padded; first += kPanelKeys) {
-      const std::int64_t width = std::min<std::int64_t>(kPanelKeys, keys_padded - first);
-      std::uint32_t* panel = k_pairs + first * pairs;
-      for (std::int64_t key0 = 0; key0 < width; key0 += kLanes)
-        for (std::int64_t p0 = 0; p0 < pairs; p0 += kLanes) {
-          __m512 rows[kLanes];  // row l lane p = key (key0 + l)'s pair (p0 + p)
-          for (int l = 0; l < kLanes; ++l) {
-            const std::int64_t j = first + key0 + l;
-            rows[l] = j < seq ? _mm512_castsi512_ps(bf16_pairs(k + j * stride + 2 * p0, dim - 2 * p0)) : _mm512_setzero_ps();
-          }
-          gemm_detail::transpose16(rows);  // now row p lane l
-          for (std::int64_t p = 0; p < kLanes && p0 + p < pairs; ++p)
-            _mm512_store_ps(reinterpret_cast<float*>(panel + (p0 + p) * width + key0), rows[p]);
-        }
-    }
-    for (std::int64_t j = 0; 2 * j < seq; ++j) {
-      const float* even = v + 2 * j * stride;
-      const float* odd = 2 * j + 1 < seq ? even + stride : nullptr;
-      for (std::int64_t c = 0; c < dim_padded; c += kLanes) {
-        const __mmask16 m = tail_mask(dim - c);
-        const __m512 a = _mm512_maskz_loadu_ps(m, even + c), b = odd ? _mm512_maskz_loadu_ps(m, odd + c) : _mm512_setzero_ps();
-        const __m512i low = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(a)));
-        const __m512i high = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(b)));
-        _mm512_store_si512(v_pairs + j * dim_padded + c, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
-      }
-    }
+  void pack(const float* k, const float* v, std::int64_t stride, std::int64_t seq, std::int64_t keys_padded, std::int64_t dim,
+            std::int64_t dim_padded) {
+    pack_key_pairs(k, stride, seq, keys_padded, dim, pairs_, k_pairs);
+    pack_value_pairs(v, stride, seq, (seq + 1) / 2, dim, dim_padded, v_pairs);
   }
 
   // The block's query rows (q: its first, rows stride apart) as dim pairs, then zero rows up to rows_padded.
-  FOCUSPATCH_TARGET_AVX512BF16 void load_queries(const float* q, std::int64_t stride, std::int64_t rows, std::int64_t rows_padded,
-                                                 std::int64_t dim) {
-    const std::int64_t pairs = pairs_;
-    for (std::int64_t r = 0; r < rows_padded; ++r) {
-      std::uint32_t* dst = q_pairs + r * pairs;
-      if (r >= rows) {
-        std::fill(dst, dst + pairs, 0u);
-        continue;
-      }
-      for (std::int64_t p0 = 0; p0 < pairs; p0 += kLanes)
-        _mm512_mask_storeu_epi32(dst + p0, tail_mask(pairs - p0), bf16_pairs(q + r * stride + 2 * p0, dim - 2 * p0));
-    }
+  void load_queries(const float* q, std::int64_t stride, std::int64_t rows, std::int64_t rows_padded, std::int64_t dim) {
+    load_query_pairs(q, stride, rows, rows_padded, dim, pairs_, q_pairs);
   }
 
   // scores[kTileRows][keys_vec] of the tile at block row t.

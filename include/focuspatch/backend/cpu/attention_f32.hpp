@@ -134,6 +134,13 @@ inline NativeVector load_native(const float* p) {
 inline void store_native(float* p, NativeVector v) { std::memcpy(p, &v, sizeof v); }
 #endif
 
+// The shape run_attention gives the register-tiled families (fp32, and bf16 on vdpbf16ps): tiles
+// of kTileRows query rows, tasks of kBlockRows, keys and head dimensions padded to whole vectors.
+struct RegisterTileShape {
+  static constexpr int kTileRows = attention_detail::kTileRows, kBlockRows = attention_detail::kBlockRows;
+  static constexpr int kKeyAlign = kLanes, kDimAlign = kLanes;
+};
+
 // Per-thread working memory, 64-byte aligned, grown on demand and kept for later calls.
 class Scratch {
  public:
@@ -464,7 +471,7 @@ class RowPrefetch {
 };
 
 // The fp32 kernels as the driver below calls them.
-struct F32Family : Scratch {
+struct F32Family : Scratch, RegisterTileShape {
   void pack(const float* k, const float* v, std::int64_t stride, std::int64_t seq, std::int64_t keys_padded, std::int64_t dim,
             std::int64_t dim_padded) {
     pack_head(k, v, stride, seq, keys_padded, dim, dim_padded, *this);
@@ -498,15 +505,18 @@ inline Family& thread_family() {
 
 // The blocking every kernel family shares (the header comment above). Family is per-thread
 // working memory with the kernels that fill it: reserve(keys_padded, dim, dim_padded), packed_head,
-// pack(k, v, ...), load_queries(...), score_tile(...) into `scores` (fp32, [kTileRows][keys_padded]),
-// and value_tile(...) from the probabilities the fp32 softmax leaves there, scaled by inv_sum.
+// pack(k, v, ...), load_queries(...), score_tile(...) into `scores` (fp32, [tile rows][keys_padded]),
+// and value_tile(...) from the probabilities the fp32 softmax leaves there, scaled by inv_sum; and
+// its shape (RegisterTileShape below, or the AMX family's 32-row tiles).
 template <class Family>
 inline void run_attention(const float* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, float* out,
                           AttentionKind kind) {
   if (batch <= 0 || seq <= 0 || heads <= 0 || head_dim <= 0) return;
   const std::int64_t dim = head_dim, width = std::int64_t{heads} * dim, stride = 3 * width;
-  const std::int64_t keys_padded = round_up(seq, kLanes), dim_padded = round_up(dim, kLanes);
-  const std::int64_t blocks = (seq + kBlockRows - 1) / kBlockRows, tasks = batch * heads * blocks;
+  constexpr std::int64_t tile_height = Family::kTileRows, block_height = Family::kBlockRows, key_align = Family::kKeyAlign;
+  static_assert(block_height % tile_height == 0 && key_align % kLanes == 0);
+  const std::int64_t keys_padded = round_up(seq, key_align), dim_padded = round_up(dim, Family::kDimAlign);
+  const std::int64_t blocks = (seq + block_height - 1) / block_height, tasks = batch * heads * blocks;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
 
   parallel_region(0, [&](std::int64_t thread, std::int64_t threads) {
@@ -520,10 +530,10 @@ inline void run_attention(const float* qkv, std::int64_t batch, std::int64_t seq
       const float* base = qkv + b * seq * stride + head * dim;
       const float* v = base + 2 * width;
       const bool query_key = kind == AttentionKind::QueryKey;
-      const std::int64_t first_row = block * kBlockRows;
+      const std::int64_t first_row = block * block_height;
       float* block_out = out + (b * seq + first_row) * width + head * dim;
       return Task{query_key ? base : v, query_key ? base + width : v, v, block_out, first_row,
-                  std::min<std::int64_t>(kBlockRows, seq - first_row)};
+                  std::min<std::int64_t>(block_height, seq - first_row)};
     };
     for (std::int64_t index = begin; index < end; ++index) {
       const Task task = locate(index);
@@ -531,22 +541,22 @@ inline void run_attention(const float* qkv, std::int64_t batch, std::int64_t seq
         s.pack(task.k, task.v, stride, seq, keys_padded, dim, dim_padded);
         s.packed_head = task.k;
       }
-      const std::int64_t rows = task.rows, first_row = task.first_row, rows_padded = round_up(rows, kTileRows);
+      const std::int64_t rows = task.rows, first_row = task.first_row, rows_padded = round_up(rows, tile_height);
       s.load_queries(task.q + first_row * stride, stride, rows, rows_padded, dim);
       // The next task's rows are read from L3 or memory, one 4 KiB page per row at ViT widths:
       // prefetching them a slice per tile hides that behind this task's arithmetic.
       const RowPrefetch next = index + 1 < end ? RowPrefetch(locate(index + 1), task.k, seq, stride, dim) : RowPrefetch();
-      const std::int64_t tiles = rows_padded / kTileRows;
+      const std::int64_t tiles = rows_padded / tile_height;
 
-      for (std::int64_t t = 0; t < rows_padded; t += kTileRows) {
-        next.issue(t / kTileRows, tiles);
+      for (std::int64_t t = 0; t < rows_padded; t += tile_height) {
+        next.issue(t / tile_height, tiles);
         // Keys this tile needs: all of them, or up to its last real row when causal.
-        const std::int64_t tile_rows = std::min<std::int64_t>(kTileRows, rows - t);
+        const std::int64_t tile_rows = std::min<std::int64_t>(tile_height, rows - t);
         const std::int64_t keys = causal ? std::min(seq, first_row + t + tile_rows) : seq;
-        const std::int64_t keys_vec = round_up(keys, kLanes);
+        const std::int64_t keys_vec = round_up(keys, key_align);
         float* scores = s.scores;  // one tile's rows at a time: they stay in L1
         s.score_tile(t, dim, keys_vec, keys_padded);
-        for (std::int64_t r = 0; r < kTileRows; ++r) {
+        for (std::int64_t r = 0; r < tile_height; ++r) {
           float* row = scores + r * keys_padded;
           if (r < tile_rows) {
             s.inv_sum[t + r] = softmax_row(row, causal ? first_row + t + r + 1 : seq, keys, scale);

@@ -2,30 +2,29 @@
 // The bf16 linear layer on AMX tiles (tdpbf16ps, Intel Sapphire Rapids and later):
 //   C[M, N] (= | +=) epilogue(bf16(A) bf16(W)^T + bias), products summed in fp32.
 //
-// The eight tile registers are configured once per thread as 16 rows x 64 bytes each and used as
-//   tmm0..3  C: a 32 x 32 fp32 block as 2 x 2 tiles of 16 x 16
-//   tmm4..5  A: rows [i, i + 16) and [i + 16, i + 32), 32 bf16 of K each
-//   tmm6..7  B: 16 K pairs of columns [j, j + 16) and [j + 16, j + 32)
-// so each K step of 32 loads 4 tiles and runs 4 tdpbf16ps (16 x 16 x 32 multiply-adds each). B
-// tiles are read straight from the weights packed at load (gemm_bf16_packed.hpp: a panel's pair
+// The tiles are configured at every call (another library in the same thread may have changed
+// them) as 16 rows x 64 bytes each, and each 32 x 32 block of C is one amx_product_32x32
+// (amx_tiles.hpp: 2 x 2 C tiles, 2 A tiles, 2 B tiles; per K step of 32, 4 loads and 4 tdpbf16ps).
+// B tiles are read straight from the weights packed at load (gemm_bf16_packed.hpp: a panel's pair
 // rows are 128 bytes, two B tiles side by side); A is rounded to bf16 once per call into a
-// row-major buffer padded to 32 rows and a multiple of 32 columns. The C tiles go through a
+// row-major buffer padded to 32 rows and a multiple of 32 columns. The C block goes through a
 // 32 x 32 fp32 scratch into store_tile, the fp32 kernel's fused epilogue.
 //
-// As in llama.cpp's ggml-cpu/amx, Linux must grant the tile data state first (arch_prctl, done by
-// CpuFeatures::detect in isa.hpp); this path runs only where cpuid and that grant say so.
-// NOT EXECUTED on the machine this was written on (AMD Zen 4, no AMX): it is compiled there and
-// its tests skip with the missing flag's name.
+// The kernel is a template over the tile file: AmxTiles (the hardware) in gemm_bf16_amx, the
+// software model AmxTilesReference (amx_tiles_reference.hpp) where a test asks for it, so the same
+// code is tested on CPUs without AMX. As in llama.cpp's ggml-cpu/amx, Linux must grant the tile
+// data state first (arch_prctl, done by CpuFeatures::detect in isa.hpp); the hardware path runs only
+// where cpuid and that grant say so. Written on AMD Zen 4 (no AMX): there it ran on the model only.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 
+#include "focuspatch/backend/cpu/amx_tiles.hpp"
 #include "focuspatch/backend/cpu/gemm_bf16_avx512.hpp"
 
-#if defined(__AVX512F__) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__AVX512F__) && defined(FOCUSPATCH_HAVE_AMX_TILES)
 #define FOCUSPATCH_HAVE_AMX_KERNEL 1
-#define FOCUSPATCH_TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
 namespace focuspatch {
 namespace gemm_amx_detail {
@@ -35,28 +34,9 @@ inline constexpr std::int64_t kBlockRows = 32, kBlockColumns = 32, kKStep = 32;
 inline constexpr std::int64_t kKc = 2048, kMc = 128;  // A block: 128 x 2048 bf16 = 512 KiB
 static_assert(kKc % PackedBf16Matrix::kKAlign == 0);
 
-struct alignas(64) TileConfig {
-  std::uint8_t palette = 1, start_row = 0;
-  std::uint8_t reserved[14] = {};
-  std::uint16_t bytes_per_row[16] = {};
-  std::uint8_t rows[16] = {};
-};
-
-FOCUSPATCH_TARGET_AMX inline void configure_tiles() {
-  thread_local bool configured = false;
-  if (configured) return;
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.bytes_per_row[t] = 64;
-    config.rows[t] = 16;
-  }
-  _tile_loadconfig(&config);
-  configured = true;
-}
-
 // Rows [0, rows) x K range [k0, k0 + kc) of fp32 A -> bf16 rows of `stride` elements (a multiple of
 // 32), zero-filled past K and from row `rows` to `padded_rows`.
-FOCUSPATCH_TARGET_AMX inline void pack_a_rows(const float* a, std::int64_t lda, std::int64_t rows, std::int64_t padded_rows, std::int64_t k0,
+FOCUSPATCH_TARGET_AVX512BF16 inline void pack_a_rows(const float* a, std::int64_t lda, std::int64_t rows, std::int64_t padded_rows, std::int64_t k0,
                                               std::int64_t kc, std::uint16_t* dst, std::int64_t stride) {
   for (std::int64_t i = 0; i < padded_rows; ++i) {
     std::uint16_t* out = dst + i * stride;
@@ -87,10 +67,11 @@ inline void store_rows(std::integer_sequence<int, rows...>, std::int64_t count, 
   ((count == rows + 1 ? one.template operator()<rows + 1>() : void()), ...);
 }
 
-FOCUSPATCH_TARGET_AMX inline void gemm_thread(const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias,
+template <class Tiles>
+FOCUSPATCH_TARGET_AVX512BF16 inline void gemm_thread(const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias,
                                               float* c, std::int64_t ldc, Epilogue epilogue, bool accumulate, std::int64_t n_begin,
                                               std::int64_t n_end) {
-  configure_tiles();
+  Tiles::configure(full_amx_tiles());
   const std::int64_t k = w.in();
   const bool one_block = accumulate && epilogue != Epilogue::None;
   const std::int64_t kc_max = one_block ? std::max<std::int64_t>(k, 1) : std::min(kKc, std::max<std::int64_t>(k, 1));
@@ -114,25 +95,8 @@ FOCUSPATCH_TARGET_AMX inline void gemm_thread(const float* a, std::int64_t lda, 
         s.bias = bias ? bias + jr : nullptr;
         const std::uint16_t* panel = w.panel(jr / kBlockColumns, pc / 2);
         for (std::int64_t ir = 0; ir < mc; ir += kBlockRows) {
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
-          const std::uint16_t* a0 = packed_a + ir * stride;
-          for (std::int64_t kk = 0; kk < kc; kk += kKStep) {
-            _tile_loadd(4, a0 + kk, stride * 2);
-            _tile_loadd(5, a0 + 16 * stride + kk, stride * 2);
-            _tile_loadd(6, panel + kk * kBlockColumns, 128);       // pair row kk / 2, 64 elements each
-            _tile_loadd(7, panel + kk * kBlockColumns + 32, 128);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-          }
-          _tile_stored(0, tile, kBlockColumns * 4);
-          _tile_stored(1, tile + 16, kBlockColumns * 4);
-          _tile_stored(2, tile + 16 * kBlockColumns, kBlockColumns * 4);
-          _tile_stored(3, tile + 16 * kBlockColumns + 16, kBlockColumns * 4);
+          amx_product_32x32<Tiles>(packed_a + ir * stride, stride * 2, panel, 2 * kBlockColumns * 2, (kc + kKStep - 1) / kKStep, tile,
+                                   kBlockColumns * 4);
           const std::int64_t nr = std::min<std::int64_t>(kBlockColumns, n_end - jr);
           for (std::int64_t half = 0; half < 2; ++half) {
             const std::int64_t rows = std::min<std::int64_t>(16, mc - ir - 16 * half);
@@ -148,11 +112,13 @@ FOCUSPATCH_TARGET_AMX inline void gemm_thread(const float* a, std::int64_t lda, 
 
 }  // namespace gemm_amx_detail
 
-// C[m, w.out()] (row stride ldc) (= | +=) epilogue(bf16(A) W^T + bias) on AMX tiles.
+// C[m, w.out()] (row stride ldc) (= | +=) epilogue(bf16(A) W^T + bias) on AMX tiles (or, with
+// Tiles = AmxTilesReference, on their software model).
+template <class Tiles = AmxTiles>
 inline void gemm_bf16_amx(const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias, float* c,
                           std::int64_t ldc, Epilogue epilogue, bool accumulate) {
   gemm_detail::split_columns(m, w.out(), w.in(), gemm_amx_detail::kBlockColumns, [&](std::int64_t begin, std::int64_t end) {
-    gemm_amx_detail::gemm_thread(a, lda, m, w, bias, c, ldc, epilogue, accumulate, begin, end);
+    gemm_amx_detail::gemm_thread<Tiles>(a, lda, m, w, bias, c, ldc, epilogue, accumulate, begin, end);
   });
 }
 
