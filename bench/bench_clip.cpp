@@ -119,7 +119,7 @@ void encode_images(benchmark::State& state, const std::string& preset, DType dty
     benchmark::DoNotOptimize(out.image_embeddings.data());
   }
   state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
-  focuspatch::bench::report_flops(state, vision_flops(model.config(), batch), precision == CpuPrecision::BF16);
+  focuspatch::bench::report_flops(state, vision_flops(model.config(), batch), focuspatch::bench::peak_of(model.backend().linear_path()));
 }
 
 // Token ids for sequences of the given lengths: start and end of text around arbitrary word ids.
@@ -156,7 +156,7 @@ void encode_token_ids(benchmark::State& state, const std::string& preset, std::v
   }
   const auto n = static_cast<std::int64_t>(ids.size());
   state.counters["prompts/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
-  focuspatch::bench::report_flops(state, text_flops(model.config(), n, longest), precision == CpuPrecision::BF16);
+  focuspatch::bench::report_flops(state, text_flops(model.config(), n, longest), focuspatch::bench::peak_of(model.backend().linear_path()));
 }
 
 // Opening a converted file: fp32 weights are used in place from the mapping, fp16 ones decoded to

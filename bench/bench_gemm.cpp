@@ -72,7 +72,7 @@ void linear(benchmark::State& state, const LinearCase& c) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  focuspatch::bench::report_flops(state, 2.0 * static_cast<double>(c.rows * c.in * c.out), focuspatch::is_bf16(be.linear_path()));
+  focuspatch::bench::report_flops(state, 2.0 * static_cast<double>(c.rows * c.in * c.out), focuspatch::bench::peak_of(be.linear_path()));
 }
 
 struct AttentionCase {
@@ -80,12 +80,13 @@ struct AttentionCase {
   std::int64_t batch, seq;
   int heads, head_dim;
   bool causal;
-  focuspatch::CpuPrecision precision = focuspatch::CpuPrecision::F32;  // BF16: both products on vdpbf16ps
+  focuspatch::CpuPrecision precision = focuspatch::CpuPrecision::F32;  // BF16: both products in bf16 (AMX or vdpbf16ps)
 };
 
 void attention(benchmark::State& state, const AttentionCase& c) {
   const CpuBackend be(focuspatch::CpuOptions{c.precision});
-  const bool bf16 = be.attention_path() == focuspatch::CpuAttentionPath::Bf16Avx512;
+  const bool bf16 = be.attention_path() != focuspatch::CpuAttentionPath::F32;
+  state.SetLabel(focuspatch::cpu_attention_path_name(be.attention_path()));
   if (c.precision == focuspatch::CpuPrecision::BF16 && !bf16) {
     const std::string path = focuspatch::cpu_attention_path_name(be.attention_path());
     state.SkipWithError(("this machine runs attention in " + path).c_str());
@@ -102,7 +103,8 @@ void attention(benchmark::State& state, const AttentionCase& c) {
   }
   // Q K^T and P V, 2 * seq^2 * head_dim each per head. The causal case computes the full square
   // (the masked half is zeroed after the GEMM), so it is counted in full too.
-  focuspatch::bench::report_flops(state, 4.0 * static_cast<double>(c.batch * c.seq * c.seq * width), bf16);
+  focuspatch::bench::report_flops(state, 4.0 * static_cast<double>(c.batch * c.seq * c.seq * width),
+                                  focuspatch::bench::peak_of(be.attention_path()));
 }
 
 void layer_norm(benchmark::State& state, std::int64_t rows, std::int64_t width) {
@@ -156,7 +158,7 @@ void register_all() {
     for (auto& c : half) c.weights = focuspatch::DType::F16;
     linears.insert(linears.end(), half.begin(), half.end());
   }
-  // bf16 products (AVX512-BF16 / AMX), %peak against the measured bf16 dot-product peak.
+  // bf16 products (AVX512-BF16 / AMX), %peak against the measured peak of the path that ran.
   for (std::int64_t batch : {1, 8}) {
     std::vector<LinearCase> bf16;
     const std::string tag = "ViT-B/16/b" + std::to_string(batch) + "/bf16";
@@ -178,7 +180,7 @@ void register_all() {
       {"text/b1 8x64 seq77 causal", 1, text_seq, 8, 64, true},
       {"text/b8 8x64 seq77 causal", 8, text_seq, 8, 64, true},
   };
-  // The same shapes with bf16 products, %peak against the bf16 dot-product peak.
+  // The same shapes with bf16 products, %peak against the measured peak of the path that ran.
   for (std::size_t i = 0, n = attentions.size(); i < n; ++i) {
     AttentionCase c = attentions[i];
     c.name += " bf16";

@@ -258,7 +258,7 @@ def thread_env(threads):
 def run_ours(bench_clip, cases, repetitions, threads, bf16=False):
     """One bench_clip process: each case as `repetitions` repetitions of one iteration (after one
     untimed warm-up forward per case). Returns {case: [ms, ...]}, the process's measured fp32 and
-    bf16 peaks (GFLOP/s) and the path the benchmarks report."""
+    bf16 dot-product and AMX peaks (GFLOP/s; AMX 0 where absent) and the path the benchmarks report."""
     bench_name = {c: OURS_BF16[c] if bf16 else CASES[c][2] for c in cases}
     names = "|".join(bench_name[c] for c in cases)
     argv = [str(bench_clip), f"--benchmark_filter=^({names})(/|$)", "--benchmark_min_time=0.001",
@@ -287,7 +287,8 @@ def run_ours(bench_clip, cases, repetitions, threads, bf16=False):
         if len(times[c]) != repetitions:
             sys.exit(f"{bench_clip} reported {len(times[c])} runs of '{bench_name[c]}', not {repetitions}: renamed?")
     context = report["context"]
-    return times, (float(context.get("fp32_fma_peak_GFLOPs", "nan")), float(context.get("bf16_dot_peak_GFLOPs", "nan"))), path
+    return times, (float(context.get("fp32_fma_peak_GFLOPs", "nan")), float(context.get("bf16_dot_peak_GFLOPs", "nan")),
+                   float(context.get("amx_bf16_peak_GFLOPs", "0"))), path
 
 
 def onnx_request(work, onnx, case, runs, warmup, output_file=None):
@@ -479,7 +480,8 @@ def main():
     print(f"\n{rounds} rounds in {time.time() - started:.0f} s; load average (1 min) at round starts "
           f"{min(loads):.2f}-{max(loads):.2f}, now {os.getloadavg()[0]:.2f}"
           + (f"; bench_clip's measured peaks: fp32 FMA {min(p[0] for p in peaks):.0f}-{max(p[0] for p in peaks):.0f}, "
-             f"bf16 dot {min(p[1] for p in peaks):.0f}-{max(p[1] for p in peaks):.0f} GFLOP/s" if peaks else ""))
+             f"bf16 dot {min(p[1] for p in peaks):.0f}-{max(p[1] for p in peaks):.0f}, "
+             f"AMX bf16 {min(p[2] for p in peaks):.0f}-{max(p[2] for p in peaks):.0f} GFLOP/s" if peaks else ""))
     for engine, path in paths.items():
         print(f"{engine}: {path}")
     peak_of = {}
@@ -487,6 +489,8 @@ def main():
         peak_of = {"ours": max(p[0] for p in peaks), "ours-bf16": max(p[1] for p in peaks) or None}
         if "ours-bf16" in paths and "bf16" not in paths["ours-bf16"]:
             peak_of["ours-bf16"] = peak_of["ours"]
+        elif "ours-bf16" in paths and "amx" in paths["ours-bf16"]:
+            peak_of["ours-bf16"] = max(p[2] for p in peaks) or None
     summarize(times, args.cases, peak_of)
 
     memory = []

@@ -15,7 +15,12 @@
 //  * bf16 dot-product peak (AVX512-BF16 builds): the same independent chains with vdpbf16ps,
 //    acc = acc + a[2i] b[2i] + a[2i+1] b[2i+1] per fp32 lane: 4 FLOP per lane per instruction, 64 per
 //    zmm. What the bf16 linear layers are measured against (Zen 4 runs it at the fp32 FMA's
-//    instruction rate, so twice its FLOP/s). AMX is not measured here (no such machine was at hand).
+//    instruction rate, so twice its FLOP/s).
+//  * AMX bf16 peak (where cpuid says AMX and Linux granted the tile data): every thread keeps four
+//    independent C tiles, tdpbf16ps into each from two A and two B tiles (16 x 16 x 32 multiply-adds,
+//    16384 FLOP per instruction), the operands' pairs cancelling so the sums stay finite. What the
+//    AMX linear layers and attention are measured against. Written on a machine without AMX: it has
+//    not run yet; 0 (reported as such) wherever AMX is absent.
 //  * Memory bandwidth: STREAM's copy (a = b) and triad (a = b + s * c) over arrays of 64 MiB each,
 //    far beyond any last-level cache, split statically across the same threads (first-touch
 //    initialised by the thread that later streams them). Bytes counted as STREAM does: 2 or 3
@@ -38,6 +43,11 @@
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
+
+#include "focuspatch/backend/cpu/amx_tiles.hpp"
+#include "focuspatch/backend/cpu/attention.hpp"
+#include "focuspatch/backend/cpu/gemm.hpp"
+#include "focuspatch/backend/cpu/isa.hpp"
 
 namespace focuspatch::bench {
 
@@ -144,6 +154,51 @@ inline double bf16_rate(int threads, std::int64_t iterations) {
 }
 #endif
 
+#if defined(FOCUSPATCH_HAVE_AMX_TILES)
+// One thread's tdpbf16ps stream: 4 x 16384 FLOP per iteration. A holds pairs (1, 1), B pairs
+// (0.5, -0.5): every product pair cancels. Needs cpu_features().amx.
+inline float amx_chains(std::int64_t iterations) {
+  using Tiles = focuspatch::AmxTiles;
+  alignas(64) std::uint16_t a[16 * 32], b[16 * 32];
+  for (int i = 0; i < 16 * 32; ++i) {
+    a[i] = 0x3f80;                               // 1.0
+    b[i] = static_cast<std::uint16_t>(i % 2 ? 0xbf00 : 0x3f00);  // -0.5, 0.5
+  }
+  Tiles::configure(focuspatch::full_amx_tiles());
+  Tiles::load<4>(a, 64);
+  Tiles::load<5>(a, 64);
+  Tiles::load<6>(b, 64);
+  Tiles::load<7>(b, 64);
+  Tiles::zero<0>();
+  Tiles::zero<1>();
+  Tiles::zero<2>();
+  Tiles::zero<3>();
+  for (std::int64_t i = 0; i < iterations; ++i) {
+    Tiles::dot_bf16<0, 4, 6>();
+    Tiles::dot_bf16<1, 4, 7>();
+    Tiles::dot_bf16<2, 5, 6>();
+    Tiles::dot_bf16<3, 5, 7>();
+  }
+  alignas(64) float c[16 * 16];
+  Tiles::store<0>(c, 64);
+  return c[0];
+}
+
+inline double amx_rate(int threads, std::int64_t iterations) {
+  float sink = 0.0f;
+  const auto start = std::chrono::steady_clock::now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  sink += amx_chains(iterations);
+#else
+  sink = amx_chains(iterations);
+#endif
+  const double seconds = seconds_since(start);
+  benchmark::DoNotOptimize(sink);
+  return 4.0 * 16384.0 * static_cast<double>(iterations) * threads / seconds;
+}
+#endif
+
 struct FloatArray {
   struct Free {
     void operator()(float* p) const { std::free(p); }
@@ -191,6 +246,27 @@ inline double measure_bf16_peak(int threads) {
 #endif
 }
 
+// Peak AMX bf16 FLOP/s of `threads` threads; 0 where the CPU (or the OS) gives no AMX.
+inline double measure_amx_peak(int threads) {
+#if defined(FOCUSPATCH_HAVE_AMX_TILES)
+  if (!focuspatch::cpu_features().amx) return 0.0;
+  std::int64_t iterations = 1 << 12;
+  while (true) {
+    const auto start = std::chrono::steady_clock::now();
+    detail::amx_rate(threads, iterations);
+    if (detail::seconds_since(start) > 0.02) break;
+    iterations *= 2;
+  }
+  iterations = iterations * 5 / 2;
+  double best = 0.0;
+  for (int run = 0; run < 5; ++run) best = std::max(best, detail::amx_rate(threads, iterations));
+  return best;
+#else
+  (void)threads;
+  return 0.0;
+#endif
+}
+
 struct Bandwidth {
   double copy = 0.0, triad = 0.0;  // bytes per second
 };
@@ -231,6 +307,7 @@ struct MachinePeak {
   double flops = 0.0;             // fp32 FLOP/s, all threads
   double flops_one_thread = 0.0;  // fp32 FLOP/s, one thread
   double bf16_flops = 0.0;        // bf16 dot-product FLOP/s, all threads (0: not measurable here)
+  double amx_flops = 0.0;         // AMX bf16 FLOP/s, all threads (0: no AMX here)
   Bandwidth memory;               // bytes/s, all threads
 };
 
@@ -242,6 +319,7 @@ inline const MachinePeak& machine_peak() {
     p.flops = measure_fma_peak(p.threads);
     p.flops_one_thread = p.threads == 1 ? p.flops : measure_fma_peak(1);
     p.bf16_flops = measure_bf16_peak(p.threads);
+    p.amx_flops = measure_amx_peak(p.threads);
     p.memory = measure_memory_bandwidth(p.threads);
     return p;
   }();
@@ -256,18 +334,30 @@ inline void add_peak_context() {
   benchmark::AddCustomContext("fp32_fma_peak_GFLOPs", fixed(p.flops * 1e-9));
   benchmark::AddCustomContext("fp32_fma_peak_one_thread_GFLOPs", fixed(p.flops_one_thread * 1e-9));
   benchmark::AddCustomContext("bf16_dot_peak_GFLOPs", fixed(p.bf16_flops * 1e-9));
+  benchmark::AddCustomContext("amx_bf16_peak_GFLOPs", fixed(p.amx_flops * 1e-9));
   benchmark::AddCustomContext("stream_copy_GBs", fixed(p.memory.copy * 1e-9));
   benchmark::AddCustomContext("stream_triad_GBs", fixed(p.memory.triad * 1e-9));
   benchmark::AddCustomContext("simd_lanes_x_chains", std::to_string(kLanes) + " x " + std::to_string(kChains));
 }
 
+// Which measured peak a benchmark's work ran against.
+enum class Peak { Fp32Fma, Bf16Dot, AmxBf16 };
+
+inline Peak peak_of(focuspatch::CpuLinearPath path) {
+  return path == focuspatch::CpuLinearPath::Bf16Amx ? Peak::AmxBf16 : path == focuspatch::CpuLinearPath::Bf16Avx512 ? Peak::Bf16Dot : Peak::Fp32Fma;
+}
+inline Peak peak_of(focuspatch::CpuAttentionPath path) {
+  return path == focuspatch::CpuAttentionPath::Bf16Amx ? Peak::AmxBf16 : path == focuspatch::CpuAttentionPath::Bf16Avx512 ? Peak::Bf16Dot : Peak::Fp32Fma;
+}
+
 // Counters for work of `flops` FLOP per iteration: FLOP/s and the percentage of the measured peak
-// of the path that ran (fp32 FMA, or bf16 dot products with bf16 = true). Both are rates, so they
-// are divided by the benchmark's time; register the benchmark with UseRealTime(), as with several
-// threads the default (CPU time of all threads) would undercount.
-inline void report_flops(benchmark::State& state, double flops, bool bf16 = false) {
+// of the path that ran (fp32 FMA, bf16 dot products, AMX tiles). Both are rates, so they are divided
+// by the benchmark's time; register the benchmark with UseRealTime(), as with several threads the
+// default (CPU time of all threads) would undercount.
+inline void report_flops(benchmark::State& state, double flops, Peak kind = Peak::Fp32Fma) {
   state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
-  const double peak = bf16 && machine_peak().bf16_flops > 0 ? machine_peak().bf16_flops : machine_peak().flops;
+  const MachinePeak& p = machine_peak();
+  const double peak = kind == Peak::AmxBf16 && p.amx_flops > 0 ? p.amx_flops : kind != Peak::Fp32Fma && p.bf16_flops > 0 ? p.bf16_flops : p.flops;
   state.counters["%peak"] = benchmark::Counter(100.0 * flops / peak, benchmark::Counter::kIsIterationInvariantRate);
 }
 
