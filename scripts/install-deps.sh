@@ -2,7 +2,8 @@
 # Installs the Debian packages focuspatch builds and tests with, if any is missing.
 set -euo pipefail
 # chromium: tests/test_html_report opens report.html in it headless (the test skips without it).
-packages=(cmake g++ make pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
+# ninja-build: scripts/test-sanitized.sh builds the targets it is given in parallel with it.
+packages=(cmake g++ make ninja-build pkg-config libeigen3-dev libstb-dev doctest-dev libbenchmark-dev chromium)
 # focuspatch-serve (HTTP, gRPC) and its tests, which drive it with real clients
 packages+=(libcpp-httplib-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   curl python3-requests python3-grpcio python3-grpc-tools python3-numpy python3-pil)
