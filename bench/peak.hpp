@@ -211,35 +211,28 @@ struct FloatArray {
 
 }  // namespace detail
 
-// Peak fp32 FLOP/s of `threads` threads.
-inline double measure_fma_peak(int threads) {
-  std::int64_t iterations = 1 << 16;
-  while (true) {  // calibrate: about 50 ms per run
+// The best of 5 runs of rate(threads, iterations), iterations calibrated to ~50 ms a run.
+template <class Rate>
+inline double measure_best_rate(int threads, std::int64_t iterations, Rate rate) {
+  while (true) {
     const auto start = std::chrono::steady_clock::now();
-    detail::fma_rate(threads, iterations);
+    rate(threads, iterations);
     if (detail::seconds_since(start) > 0.02) break;
     iterations *= 2;
   }
   iterations = iterations * 5 / 2;
   double best = 0.0;
-  for (int run = 0; run < 5; ++run) best = std::max(best, detail::fma_rate(threads, iterations));
+  for (int run = 0; run < 5; ++run) best = std::max(best, rate(threads, iterations));
   return best;
 }
+
+// Peak fp32 FLOP/s of `threads` threads.
+inline double measure_fma_peak(int threads) { return measure_best_rate(threads, 1 << 16, detail::fma_rate); }
 
 // Peak bf16 dot-product FLOP/s of `threads` threads; 0 where the build has no AVX512-BF16.
 inline double measure_bf16_peak(int threads) {
 #if defined(__AVX512BF16__)
-  std::int64_t iterations = 1 << 16;
-  while (true) {
-    const auto start = std::chrono::steady_clock::now();
-    detail::bf16_rate(threads, iterations);
-    if (detail::seconds_since(start) > 0.02) break;
-    iterations *= 2;
-  }
-  iterations = iterations * 5 / 2;
-  double best = 0.0;
-  for (int run = 0; run < 5; ++run) best = std::max(best, detail::bf16_rate(threads, iterations));
-  return best;
+  return measure_best_rate(threads, 1 << 16, detail::bf16_rate);
 #else
   (void)threads;
   return 0.0;
@@ -250,17 +243,7 @@ inline double measure_bf16_peak(int threads) {
 inline double measure_amx_peak(int threads) {
 #if defined(FOCUSPATCH_HAVE_AMX_TILES)
   if (!focuspatch::cpu_features().amx) return 0.0;
-  std::int64_t iterations = 1 << 12;
-  while (true) {
-    const auto start = std::chrono::steady_clock::now();
-    detail::amx_rate(threads, iterations);
-    if (detail::seconds_since(start) > 0.02) break;
-    iterations *= 2;
-  }
-  iterations = iterations * 5 / 2;
-  double best = 0.0;
-  for (int run = 0; run < 5; ++run) best = std::max(best, detail::amx_rate(threads, iterations));
-  return best;
+  return measure_best_rate(threads, 1 << 12, detail::amx_rate);
 #else
   (void)threads;
   return 0.0;

@@ -24,6 +24,7 @@
 #include "focuspatch/backend/cpu/gemm_reference.hpp"
 #include "focuspatch/backend/cpu/isa.hpp"
 #include "focuspatch/core/half.hpp"
+#include "bf16_kernels_support.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -49,28 +50,10 @@ std::string error_of(auto&& f) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-// The bf16 GEMM kernels: the two paths a backend runs, and the AMX kernel on the tile model.
-enum class Bf16Kernel { Avx512, Amx, AmxOnModel };
-constexpr Bf16Kernel kBf16Kernels[] = {Bf16Kernel::Avx512, Bf16Kernel::Amx, Bf16Kernel::AmxOnModel};
-
-std::string kernel_name(Bf16Kernel kernel) {
-  return kernel == Bf16Kernel::Avx512 ? "bf16 avx512bf16" : kernel == Bf16Kernel::Amx ? "bf16 amx" : "bf16 amx on the tile model";
-}
-
-// Whether this machine can run the kernel; prints why not. The model's kernel converts and stores
-// with AVX512-BF16, so it needs that and no AMX.
-bool can_run(Bf16Kernel kernel) {
-  const CpuIsa isa = kernel == Bf16Kernel::Amx ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
-  if (compiled_cpu_isa() < isa) {
-    MESSAGE("skipped " << kernel_name(kernel) << ": this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
-    return false;
-  }
-  if (!cpu_features().has(isa)) {
-    MESSAGE("skipped " << kernel_name(kernel) << ": this CPU lacks " << cpu_features().missing(isa));
-    return false;
-  }
-  return true;
-}
+using test::Bf16Kernel;
+using test::can_run;
+using test::kBf16Kernels;
+using test::kernel_name;
 
 void run_kernel(Bf16Kernel kernel, const float* a, std::int64_t lda, std::int64_t m, const PackedBf16Matrix& w, const float* bias, float* c,
                 std::int64_t ldc, Epilogue epilogue, bool accumulate) {

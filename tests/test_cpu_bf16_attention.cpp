@@ -22,6 +22,7 @@
 #include "focuspatch/backend/cpu/amx_tiles_reference.hpp"
 #include "focuspatch/backend/cpu/attention.hpp"
 #include "focuspatch/backend/cpu/attention_reference.hpp"
+#include "bf16_kernels_support.hpp"
 #include "test_paths.hpp"
 
 using namespace focuspatch;
@@ -52,25 +53,11 @@ std::string describe(const Case& c, int threads) {
          std::to_string(threads) + " thread(s)";
 }
 
-enum class Kernel { Avx512, Amx, AmxOnModel };
-constexpr Kernel kKernels[] = {Kernel::Avx512, Kernel::Amx, Kernel::AmxOnModel};
+using Kernel = test::Bf16Kernel;
+using test::can_run;
+using test::kernel_name;
+constexpr auto& kKernels = test::kBf16Kernels;
 
-std::string kernel_name(Kernel kernel) {
-  return kernel == Kernel::Avx512 ? "bf16 avx512bf16" : kernel == Kernel::Amx ? "bf16 amx" : "bf16 amx on the tile model";
-}
-
-bool can_run(Kernel kernel) {
-  const CpuIsa isa = kernel == Kernel::Amx ? CpuIsa::Amx : CpuIsa::Avx512Bf16;
-  if (compiled_cpu_isa() < isa) {
-    MESSAGE("skipped " << kernel_name(kernel) << " attention: this build has no AVX-512 kernels (configure with FOCUSPATCH_NATIVE on an AVX-512 CPU)");
-    return false;
-  }
-  if (!cpu_features().has(isa)) {
-    MESSAGE("skipped " << kernel_name(kernel) << " attention: this CPU lacks " << cpu_features().missing(isa));
-    return false;
-  }
-  return true;
-}
 bool can_run_bf16() { return can_run(Kernel::Avx512); }
 
 void run_kernel(Kernel kernel, const float* qkv, const auto& c, float* out) {
