@@ -507,7 +507,7 @@ inline Family& thread_family() {
 // working memory with the kernels that fill it: reserve(keys_padded, dim, dim_padded), packed_head,
 // pack(k, v, ...), load_queries(...), score_tile(...) into `scores` (fp32, [tile rows][keys_padded]),
 // and value_tile(...) from the probabilities the fp32 softmax leaves there, scaled by inv_sum; and
-// its shape (RegisterTileShape below, or the AMX family's 32-row tiles).
+// its shape (RegisterTileShape above, or the AMX family's 32-row tiles).
 template <class Family>
 inline void run_attention(const float* qkv, std::int64_t batch, std::int64_t seq, int heads, int head_dim, bool causal, float* out,
                           AttentionKind kind) {
