@@ -129,16 +129,19 @@ TEST_CASE("focuspatch-eval --precision bf16: detection metrics within 0.5 points
     CAPTURE(name);
     const double a = value.as_double(), b = results[1].at("mean").at(name).as_double();
     MESSAGE(name << ": f32 " << a << ", bf16 " << b);
-    // Metrics are fractions: 0.5 points is 0.005. Image-level AUROC and AP are the exception this
-    // test admits: random weights score every image nearly alike (image AUROC ~0.54, scores within
-    // 0.16-0.22, good/defective pairs as close as 4e-6), so bf16's tiny score changes (embeddings
-    // agree to cosine 0.99998; image scores move by up to 5e-4) swap near-tied pairs. With bf16
-    // linear layers only, AP moved 1.1 points and AUROC 0.3; with attention's products in bf16 too,
-    // 3 pairs swapped: AUROC 0.9 points, AP 1.5. Pixel-level metrics stay within 0.1 points. On a
-    // set three times this size (bench/eval_precision.py: 160 test images, three shot draws) every
-    // threshold-free metric stayed within 0.25 points; that run is too long for the suite. With
-    // trained weights the scores separate; that could not be measured here (no pretrained weights).
-    const bool image_ranking = name == "image_ap" || name == "image_auroc";
+    // Metrics are fractions: 0.5 points is 0.005. The image-level ranking metrics (AUROC, AP, and
+    // F1-max, the best F1 over every threshold the scores allow) are the exception this test admits:
+    // random weights score every image nearly alike (image AUROC ~0.54, scores within 0.16-0.22,
+    // good/defective pairs as close as 4e-6), so bf16's tiny score changes (embeddings agree to
+    // cosine 0.99998; image scores move by up to 5e-4) swap near-tied pairs. On AVX512-BF16 (Zen 4)
+    // with bf16 linear layers only, AP moved 1.1 points and AUROC 0.3; with attention's products in
+    // bf16 too, 3 pairs swapped: AUROC 0.9 points, AP 1.5, F1-max within 0.5. On AMX (Xeon,
+    // amx_bf16), whose kernels add the products in another order: AUROC 0.6, AP 1.0, F1-max 1.2. Pixel-level metrics
+    // stay within 0.1 points. On a set three times this size (bench/eval_precision.py: 160 test
+    // images, three shot draws) every threshold-free metric stayed within 0.25 points; that run is
+    // too long for the suite. With trained weights the scores separate; that could not be measured
+    // here (no pretrained weights).
+    const bool image_ranking = name == "image_ap" || name == "image_auroc" || name == "image_f1_max";
     CHECK(std::fabs(a - b) <= (image_ranking ? 0.02 : 0.005));
     ++compared;
   }
