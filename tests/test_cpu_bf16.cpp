@@ -282,6 +282,9 @@ TEST_CASE("bf16 GEMM kernels match the double references on awkward shapes") {
     for (const Case& c : {Case{1, 1, 1}, Case{1, 33, 17}, Case{3, 31, 31}, Case{15, 32, 32}, Case{14, 64, 33}, Case{17, 65, 63},
                           Case{197, 100, 768}, Case{29, 47, 2100}, Case{85, 385, 96}, Case{2, 7, 0}})
       for (const int threads : {1, 2}) check_case(c, kernel, threads, seed++);
+    // Past every block of the AMX kernel (K blocks of 256, C blocks of 512 x 512 per thread),
+    // each with a ragged remainder: sums carried across K blocks, then activated and added once.
+    for (const int threads : {1, 2}) check_case(Case{530, 1060, 290, Epilogue::QuickGelu, true, true}, kernel, threads, seed++);
   }
 }
 
@@ -294,7 +297,7 @@ TEST_CASE("bf16 GEMM kernels: every epilogue, with and without bias and accumula
         for (const bool bias : {false, true})
           for (const DType dtype : {DType::F32, DType::F16, DType::BF16}) {
             check_case(Case{19, 45, 71, e, accumulate, bias, dtype}, kernel, 2, seed++);
-            // K over one K block (2048): partial sums add into C between blocks
+            // K over several K blocks: partial sums carried between blocks
             if (dtype == DType::F32) check_case(Case{16, 33, 2085, e, accumulate, bias, dtype}, kernel, 2, seed++);
           }
   }

@@ -82,29 +82,42 @@ struct AmxTiles {
 //   tmm4..5  A: rows [0, 16) and [16, 32), 32 bf16 (16 pairs) of the summed dimension each
 //   tmm6..7  B: 16 pair rows of columns [0, 16) and [16, 32)
 // so each step loads 4 tiles and runs 4 tdpbf16ps (16 x 16 x 32 multiply-adds each):
-//   out[32][32] (rows out_stride bytes apart) = A B over `steps` steps of 32 summed elements,
-// A row r, step s at a + r * a_stride + 64 s bytes; B pair row q of step s at b + (16 s + q) *
-// b_stride bytes, its columns [16, 32) 64 bytes further. Strides are in bytes.
+//   out[32][32] (rows out_stride bytes apart) (= | +=) A B over `steps` steps of 32 summed
+// elements, A row r, step s at a + r * a_stride + 64 s bytes; B pair row q of step s at b + (16 s
+// + q) * b_stride bytes, its columns [16, 32) 64 bytes further. Strides are in bytes; `add` loads
+// the C tiles from `out` instead of zeroing them (partial sums of an earlier K block).
+//
+// Each load is issued right after the last product reading its tile and as early as the next
+// product needing it allows: the tiles are not renamed, so a load into tmm5 waits for both
+// products still reading it. Measured on a Xeon with AMX (2 cores, operands in L1, 8 steps), this
+// order ran 75 % of the tdpbf16ps peak against 63 % for all four loads first.
 template <class Tiles>
 inline void amx_product_32x32(const void* a, std::int64_t a_stride, const void* b, std::int64_t b_stride, std::int64_t steps, float* out,
-                              std::int64_t out_stride) {
+                              std::int64_t out_stride, bool add = false) {
   const auto* a_bytes = static_cast<const std::uint8_t*>(a);
   const auto* b_bytes = static_cast<const std::uint8_t*>(b);
-  Tiles::template zero<0>();
-  Tiles::template zero<1>();
-  Tiles::template zero<2>();
-  Tiles::template zero<3>();
+  auto* out_bytes = reinterpret_cast<std::uint8_t*>(out);
+  if (add) {
+    Tiles::template load<0>(out_bytes, out_stride);
+    Tiles::template load<1>(out_bytes + 64, out_stride);
+    Tiles::template load<2>(out_bytes + 16 * out_stride, out_stride);
+    Tiles::template load<3>(out_bytes + 16 * out_stride + 64, out_stride);
+  } else {
+    Tiles::template zero<0>();
+    Tiles::template zero<1>();
+    Tiles::template zero<2>();
+    Tiles::template zero<3>();
+  }
   for (std::int64_t s = 0; s < steps; ++s) {
     Tiles::template load<4>(a_bytes + 64 * s, a_stride);
-    Tiles::template load<5>(a_bytes + 16 * a_stride + 64 * s, a_stride);
     Tiles::template load<6>(b_bytes + 16 * s * b_stride, b_stride);
-    Tiles::template load<7>(b_bytes + 16 * s * b_stride + 64, b_stride);
     Tiles::template dot_bf16<0, 4, 6>();
+    Tiles::template load<7>(b_bytes + 16 * s * b_stride + 64, b_stride);
     Tiles::template dot_bf16<1, 4, 7>();
+    Tiles::template load<5>(a_bytes + 16 * a_stride + 64 * s, a_stride);
     Tiles::template dot_bf16<2, 5, 6>();
     Tiles::template dot_bf16<3, 5, 7>();
   }
-  auto* out_bytes = reinterpret_cast<std::uint8_t*>(out);
   Tiles::template store<0>(out_bytes, out_stride);
   Tiles::template store<1>(out_bytes + 64, out_stride);
   Tiles::template store<2>(out_bytes + 16 * out_stride, out_stride);
