@@ -17,7 +17,7 @@
 //
 // A template over the tile file: AmxTiles (the hardware) where cpuid says AMX and Linux granted it
 // (attention.hpp), AmxTilesReference (the software model) in the tests on any AVX512-BF16 CPU.
-// Written on AMD Zen 4 (no AMX): there it ran on the model only.
+// Runs on the hardware tiles on a Xeon with AMX (tests/test_cpu_bf16_attention, 2026-12-04).
 #include <algorithm>
 #include <cstdint>
 
