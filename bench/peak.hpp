@@ -19,8 +19,8 @@
 //  * AMX bf16 peak (where cpuid says AMX and Linux granted the tile data): every thread keeps four
 //    independent C tiles, tdpbf16ps into each from two A and two B tiles (16 x 16 x 32 multiply-adds,
 //    16384 FLOP per instruction), the operands' pairs cancelling so the sums stay finite. What the
-//    AMX linear layers and attention are measured against: 3.1-3.8 TFLOP/s per thread on a Xeon
-//    with AMX (1024 FLOP per cycle); 0 (reported as such) wherever AMX is absent.
+//    AMX linear layers and attention are measured against: 6.1-7.5 TFLOP/s on 2 threads of a Xeon
+//    with AMX; 0 (reported as such) wherever AMX is absent.
 //  * Memory bandwidth: STREAM's copy (a = b) and triad (a = b + s * c) over arrays of 64 MiB each,
 //    far beyond any last-level cache, split statically across the same threads (first-touch
 //    initialised by the thread that later streams them). Bytes counted as STREAM does: 2 or 3
